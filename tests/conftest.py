@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import logging
+
 import pytest
 
 from kray.etcd_server import EtcdServer
@@ -23,3 +25,24 @@ def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer
 @pytest.fixture(scope="session")
 def etcd_endpoint(etcd_server: EtcdServer) -> str:
     return etcd_server.endpoint
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[str]:
+    """One Ray cluster for the whole test session, on loopback; yields its GCS address."""
+    import os
+
+    import ray
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ctx = ray.init(
+        num_cpus=4,
+        include_dashboard=False,
+        namespace="kray-test",
+        logging_level=logging.WARNING,
+        _node_ip_address="127.0.0.1",
+    )
+    try:
+        yield str(ctx.address_info["gcs_address"])
+    finally:
+        ray.shutdown()

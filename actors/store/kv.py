@@ -40,6 +40,10 @@ class CompactedError(StoreError):
         self.compact_revision = compact_revision
 
 
+class LeaseNotFoundError(StoreError):
+    """A put named a lease that does not exist (expired or revoked)."""
+
+
 class StoreUnavailableError(StoreError):
     """The backing store cannot be reached."""
 
@@ -93,6 +97,10 @@ class KV(Protocol):
         Resumes by itself after a dropped connection without losing or repeating events.
         Raises CompactedError if ``start_revision`` has been compacted away.
         """
+        ...
+
+    async def count(self, prefix: str) -> int:
+        """How many keys are under ``prefix`` (cheap: no values are read)."""
         ...
 
     async def current_revision(self) -> int: ...

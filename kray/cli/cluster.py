@@ -1,0 +1,83 @@
+"""`kray up`, `kray down`, `kray status`: the cluster bootstrap commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+def _echo(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@click.command()
+@click.option("--etcd", "etcd", metavar="URL", help="Use this etcd (comma-separated endpoints) instead of a local one.")
+@click.option("--ray-address", metavar="HOST:PORT", help="Join this Ray cluster instead of starting a local head.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address the API server listens on.")
+@click.option("--port", default=6443, show_default=True, type=click.IntRange(1, 65535), help="API server port.")
+@click.option("--num-cpus", type=click.IntRange(0), help="CPUs the local Ray head offers (default: all).")
+@click.option("--state-dir", type=click.Path(path_type=Path), help="Where local etcd data, logs and PIDs go.")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for each part to come up.")
+def up(
+    etcd: str | None,
+    ray_address: str | None,
+    host: str,
+    port: int,
+    num_cpus: int | None,
+    state_dir: Path | None,
+    timeout: float,
+) -> None:
+    """Start (or join) a kray cluster: etcd, Ray, and the control plane. Idempotent."""
+    from kray.cluster import ClusterError, UpOptions, default_state_dir
+    from kray.cluster import up as cluster_up
+
+    opts = UpOptions(
+        state_dir=state_dir or default_state_dir(),
+        etcd=etcd,
+        ray_address=ray_address,
+        host=host,
+        port=port,
+        num_cpus=num_cpus,
+        timeout=timeout,
+    )
+    try:
+        config = cluster_up(opts, log=_echo)
+    except ClusterError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"kray is up. API server: {config.server}")
+    click.echo("Try:  kray get nodes   |   kray apply -f examples/hello-pod.yaml   |   kray get pods")
+
+
+@click.command()
+@click.option("--state-dir", type=click.Path(path_type=Path), help="The state dir `kray up` used.")
+@click.option("--purge", is_flag=True, help="Also delete the local etcd data.")
+def down(state_dir: Path | None, purge: bool) -> None:
+    """Stop what `kray up` started on this machine."""
+    from kray.cluster import default_state_dir
+    from kray.cluster import down as cluster_down
+
+    cluster_down(state_dir or default_state_dir(), log=_echo, purge=purge)
+    click.echo("kray is down.")
+
+
+@click.command()
+@click.option("--state-dir", type=click.Path(path_type=Path), help="The state dir `kray up` used.")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def status(state_dir: Path | None, output: str) -> None:
+    """Show whether etcd, Ray and the API server are up."""
+    from kray.cluster import default_state_dir
+    from kray.cluster import status as cluster_status
+
+    report = cluster_status(state_dir or default_state_dir())
+    if output == "json":
+        click.echo(json.dumps(report, indent=2))
+    else:
+        etcd, ray, api = report["etcd"], report["ray"], report["apiserver"]
+        click.echo(f"etcd       {etcd['endpoint'] or '-':40} {'healthy' if etcd['healthy'] else 'DOWN'}")
+        click.echo(f"ray        {ray['address'] or '-':40} {'reachable' if ray['reachable'] else 'DOWN'}")
+        click.echo(f"apiserver  {api['url'] or '-':40} {'ready' if api['ready'] else 'DOWN'}")
+    healthy = report["etcd"]["healthy"] and report["ray"]["reachable"] and report["apiserver"]["ready"]
+    if not healthy:
+        raise SystemExit(1)

@@ -111,14 +111,16 @@ class Quantity:
     """A parsed quantity: exact Decimal value, the format it was written in, and the original text."""
 
     __slots__ = ("_amount", "_format", "_original")
+    _amount: Decimal
+    _format: QuantityFormat
+    _original: str | None
 
     def __init__(self, value: str | int | float | Decimal | Quantity = 0) -> None:
         if isinstance(value, Quantity):
             self._amount, self._format, self._original = value._amount, value._format, value._original
-            return
-        if isinstance(value, str):
+        elif isinstance(value, str):
             self._amount, self._format = _parse(value)
-            self._original: str | None = value
+            self._original = value
         else:
             self._amount, self._format, self._original = _from_number(value), QuantityFormat.DECIMAL_SI, None
 
@@ -214,7 +216,9 @@ class Quantity:
 
     # pydantic integration: accept str/int/float/Quantity, serialize to the canonical string.
     @classmethod
-    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
         return core_schema.no_info_plain_validator_function(
             _validate_quantity,
             serialization=core_schema.plain_serializer_function_ser_schema(

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.responses import Response
-
 from kray.actors.store.kv import (
     CompactedError,
     KeyExistsError,
@@ -21,6 +19,7 @@ from kray.actors.store.kv import (
 )
 from kray.crds.meta import Status, StatusCause, StatusDetails
 from kray.crds.registry import KindInfo
+from starlette.responses import Response
 
 JSON = "application/json"
 
@@ -89,7 +88,9 @@ def resource_not_found() -> ApiError:
 
 
 def method_not_allowed() -> ApiError:
-    return ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+    return ApiError(
+        405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+    )
 
 
 def already_exists(info: KindInfo, name: str) -> ApiError:

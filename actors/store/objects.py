@@ -8,6 +8,7 @@ with the store and a stored value never has to be rewritten to stamp it.
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -95,7 +96,7 @@ class ObjectStore:
     async def list(self, info: KindInfo, namespace: str | None = None) -> tuple[list[Resource], int]:
         kvs, revision = await self.kv.range(self.prefix(info, namespace))
         validate = info.model.model_validate_json
-        items: list[Resource] = []
+        items: builtins.list[Resource] = []
         append = items.append
         for kv in kvs:  # a tight loop: this is the API server's list latency
             obj = validate(kv.value)
@@ -150,10 +151,10 @@ class ObjectStore:
 
     async def watch(
         self, info: KindInfo, namespace: str | None, start_revision: int
-    ) -> AsyncIterator[list[WatchEvent]]:
+    ) -> AsyncIterator[builtins.list[WatchEvent]]:
         """Batches of typed events from ``start_revision`` (inclusive). Raises CompactedError."""
         async for batch in self.kv.watch(self.prefix(info, namespace), start_revision=start_revision):
-            out: list[WatchEvent] = []
+            out: builtins.list[WatchEvent] = []  # `list` is shadowed by the method
             for ev in batch:
                 kv = ev.kv
                 if ev.type == "PUT":

@@ -44,7 +44,8 @@ class ApiError(KrayClientError):
         return self.message
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(status={self.status}, reason={self.reason!r}, message={self.message!r})"
+        name = type(self).__name__
+        return f"{name}(status={self.status}, reason={self.reason!r}, message={self.message!r})"
 
 
 class BadRequest(ApiError):
@@ -120,7 +121,8 @@ _DEFAULT_REASON = {
 def error_from_status(code: int, body: dict[str, Any]) -> ApiError:
     """Build the right ``ApiError`` subclass from an HTTP code and a decoded Status body."""
     code = int(body.get("code") or code) if body.get("kind") == "Status" else code
-    reason = str(body.get("reason") or _DEFAULT_REASON.get(code, "InternalError" if code >= 500 else "Unknown"))
+    fallback = _DEFAULT_REASON.get(code, "InternalError" if code >= 500 else "Unknown")
+    reason = str(body.get("reason") or fallback)
     message = str(body.get("message") or f"the server answered HTTP {code} ({reason})")
     if code == 409 and reason == "AlreadyExists":
         cls: type[ApiError] = AlreadyExists

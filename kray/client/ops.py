@@ -109,7 +109,8 @@ def patch_request(
     try:
         content_type = PATCH_CONTENT_TYPES[patch_type]
     except KeyError:
-        raise ValueError(f"patch_type must be one of {sorted(PATCH_CONTENT_TYPES)}, not {patch_type!r}") from None
+        allowed = sorted(PATCH_CONTENT_TYPES)
+        raise ValueError(f"patch_type must be one of {allowed}, not {patch_type!r}") from None
     return Request("PATCH", ref.path(namespace, name, subresource), body=patch, content_type=content_type)
 
 
@@ -209,6 +210,13 @@ def typed_event(model: Any, event: WatchEvent[dict[str, Any]]) -> WatchEvent[Any
     return WatchEvent(event.type, convert(model, event.raw), event.raw)
 
 
+def deleted_object(model: Any, raw: dict[str, Any]) -> Any:
+    """DELETE answers with the object (still finalizing, or as it was) or with a Status."""
+    if not raw or raw.get("kind") == "Status":
+        return None
+    return to_model(model, raw)
+
+
 def obj_namespace(obj: dict[str, Any]) -> str | None:
     return (obj.get("metadata") or {}).get("namespace")
 
@@ -219,21 +227,46 @@ def obj_namespace(obj: dict[str, Any]) -> str | None:
 _SERVER_META = ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields")
 
 
+def _same_items(live: list[Any], desired: list[Any]) -> bool:
+    """Whether two lists hold the same elements in order: maps matched by ``name`` when they
+    have one (containers, ports, volumes), else by position."""
+    if len(live) != len(desired) or not all(isinstance(x, dict) for x in live + desired):
+        return False
+    return all(d.get("name") == lv.get("name") for lv, d in zip(live, desired, strict=True))
+
+
 def _merge(live: Any, desired: Any) -> Any:
-    """Manifest over live: maps merge key by key, anything else (lists too) is replaced."""
+    """Manifest over live: maps merge key by key, lists of the same maps merge element by
+    element (so server defaults inside containers survive), anything else is replaced."""
     if isinstance(live, dict) and isinstance(desired, dict):
         out = dict(live)
         for key, value in desired.items():
             out[key] = _merge(live.get(key), value) if key in live else copy.deepcopy(value)
         return out
+    if isinstance(live, list) and isinstance(desired, list) and _same_items(live, desired):
+        return [_merge(lv, d) for lv, d in zip(live, desired, strict=True)]
     return copy.deepcopy(desired)
+
+
+def is_subset(desired: Any, live: Any) -> bool:
+    """Whether the live object already says everything the manifest says (defaults aside)."""
+    if isinstance(desired, dict):
+        return isinstance(live, dict) and all(k in live and is_subset(v, live[k]) for k, v in desired.items())
+    if isinstance(desired, list):
+        return (
+            isinstance(live, list)
+            and len(live) == len(desired)
+            and all(is_subset(d, lv) for d, lv in zip(desired, live, strict=True))
+        )
+    return bool(desired == live)
 
 
 def merge_for_apply(live: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any] | None:
     """The object to PUT so the live object matches the manifest, or None when it already does.
 
     Like ``kubectl apply`` the manifest wins field by field and the live object's server-set
-    fields survive. Unlike it there is no last-applied annotation, so a field deleted from the
+    fields (defaults included) survive; "unchanged" means the live object already contains
+    everything the manifest says. Unlike it there is no last-applied annotation, so a field deleted from the
     manifest stays on the live object. ``status`` is never applied: it belongs to controllers.
     """
     desired = {k: v for k, v in manifest.items() if k != "status"}
@@ -241,8 +274,8 @@ def merge_for_apply(live: dict[str, Any], manifest: dict[str, Any]) -> dict[str,
     for key in _SERVER_META:
         meta.pop(key, None)
     desired["metadata"] = meta
-    merged = _merge(live, desired)
-    if merged == live:
+    if is_subset(desired, live):
         return None
+    merged = _merge(live, desired)
     merged["metadata"]["resourceVersion"] = (live.get("metadata") or {}).get("resourceVersion")
     return merged

@@ -58,7 +58,9 @@ class ResourceRef:
             names.add(self.kind.lower())
         return names
 
-    def path(self, namespace: str | None = None, name: str | None = None, subresource: str | None = None) -> str:
+    def path(
+        self, namespace: str | None = None, name: str | None = None, subresource: str | None = None
+    ) -> str:
         """The URL path; ``namespace=None`` on a namespaced resource addresses all namespaces."""
         root = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
         parts = [root]
@@ -81,14 +83,15 @@ def ref_of(target: Any) -> ResourceRef:
     if isinstance(target, ResourceRef):
         return target
     if isinstance(target, type) and hasattr(target, "PLURAL"):  # a Resource subclass
+        model: Any = target
         return ResourceRef(
-            group=target.GROUP,
-            version=target.VERSION,
-            plural=target.PLURAL,
-            namespaced=target.NAMESPACED,
-            kind=target.KIND,
-            singular=target.SINGULAR or target.KIND.lower(),
-            short_names=tuple(target.SHORT_NAMES),
+            group=model.GROUP,
+            version=model.VERSION,
+            plural=model.PLURAL,
+            namespaced=model.NAMESPACED,
+            kind=model.KIND,
+            singular=model.SINGULAR or model.KIND.lower(),
+            short_names=tuple(model.SHORT_NAMES),
         )
     if hasattr(target, "plural") and hasattr(target, "model"):  # a registry KindInfo
         return ResourceRef(

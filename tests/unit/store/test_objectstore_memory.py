@@ -8,7 +8,6 @@ import time
 from typing import ClassVar
 
 import pytest
-
 from kray.actors.store import (
     CompactedError,
     KeyExistsError,

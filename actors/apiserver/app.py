@@ -1,0 +1,359 @@
+"""The API server core: Kubernetes REST paths over an ObjectStore, as a Starlette ASGI app.
+
+``ApiServer(store, registry, token).app`` is all a caller needs: serve it with uvicorn
+(``server.py``), wrap it in a Ray actor (``actor.py``), or drive it in tests through
+``httpx.ASGITransport``. Nothing here imports Ray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from kray.actors.store.kv import KeyExistsError, StoreError, StoreUnavailableError
+from kray.actors.store.objects import ObjectStore
+from kray.crds.meta import Resource, utcnow
+from kray.crds.registry import REGISTRY, KindInfo, Registry, UnknownKindError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from . import crd, discovery, errors
+from .admission import SYSTEM_NAMESPACES, AdmissionHook, NamespaceLifecycle
+from .auth import BearerAuth
+from .bodies import delete_options, int_param, parse_json, read_body, read_object
+from .handlers import Handlers
+from .lists import list_body, parse_filter, with_resource_version
+from .patch import PATCH_TYPES
+from .watch import WatchParams, WatchResponse, watch_stream
+
+log = logging.getLogger(__name__)
+
+MAX_OBJECT_BYTES = 3 * 1024 * 1024 // 2  # 1.5 MiB: etcd's default request size limit
+DEFAULT_WATCH_TIMEOUT = 1800.0  # kube-apiserver's --min-request-timeout
+_ITEM_METHODS = ["GET", "PUT", "PATCH", "DELETE"]
+
+
+def _object_response(obj: Resource, code: int = 200) -> Response:
+    return Response(obj.model_dump_json(by_alias=True, exclude_none=True), code, media_type=errors.JSON)
+
+
+def _bool(value: str | None) -> bool:
+    return (value or "").lower() in ("true", "1")
+
+
+class _Target:
+    """What a resource URL addresses."""
+
+    __slots__ = ("info", "name", "namespace", "subresource", "watch")
+
+    def __init__(
+        self, info: KindInfo, namespace: str | None, name: str | None, subresource: str, watch: bool
+    ) -> None:
+        self.info, self.namespace, self.name, self.subresource, self.watch = (
+            info,
+            namespace,
+            name,
+            subresource,
+            watch,
+        )
+
+
+class ApiServer:
+    """Kubernetes-style REST API over ``store``; ``.app`` is the ASGI application."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        registry: Registry = REGISTRY,
+        token: str | None = None,
+        admission: Sequence[AdmissionHook] = (),
+        clock: Callable[[], datetime] = utcnow,
+        *,
+        builtin_admission: bool = True,
+        graceful_pod_deletion: bool = True,
+        bootstrap_namespaces: Sequence[str] = SYSTEM_NAMESPACES,
+        max_object_bytes: int = MAX_OBJECT_BYTES,
+        watch_timeout: float = DEFAULT_WATCH_TIMEOUT,
+        bookmark_interval: float = 10.0,
+        server_address: str = "",
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.token = token
+        self.clock = clock
+        self.max_object_bytes = max_object_bytes
+        self.watch_timeout = watch_timeout
+        self.bookmark_interval = bookmark_interval
+        self.server_address = server_address
+        self.bootstrap_namespaces = tuple(bootstrap_namespaces)
+        self.namespace_lifecycle = NamespaceLifecycle(store, lambda: registry.get("v1", "Namespace"))
+        hooks: list[AdmissionHook] = [self.namespace_lifecycle] if builtin_admission else []
+        hooks.extend(admission)
+        self.handlers = Handlers(store, hooks, self.namespace_lifecycle, clock, graceful_pod_deletion)
+        self.stopping = asyncio.Event()
+        self._started = False
+        routes = [
+            Route("/healthz", self._ok),
+            Route("/livez", self._ok),
+            Route("/readyz", self._readyz),
+            Route("/version", self._version),
+            Route("/api", self._api_versions),
+            Route("/apis", self._api_groups),
+            Route("/apis/{group}", self._api_group),
+            Route("/api/{version}", self._legacy_resources),
+            Route("/apis/{group}/{version}", self._group_resources),
+            Route("/api/{version}/{rest:path}", self._legacy_endpoint, methods=[*_ITEM_METHODS, "POST"]),
+            Route(
+                "/apis/{group}/{version}/{rest:path}", self._group_endpoint, methods=[*_ITEM_METHODS, "POST"]
+            ),
+        ]
+        self.starlette = Starlette(routes=routes, lifespan=self._lifespan)
+        self.app: ASGIApp = _strip_trailing_slash(BearerAuth(self.starlette, token))
+
+    # ---- lifecycle ----
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        await self.start()
+        yield
+        self.stop()
+
+    async def start(self) -> None:
+        """Create the system namespaces and re-register stored CRDs (idempotent)."""
+        if self._started:
+            return
+        self.stopping = asyncio.Event()  # bound to the serving loop
+        ns_info = self.registry.get("v1", "Namespace")
+        for name in self.bootstrap_namespaces:
+            obj = ns_info.model.model_validate({"metadata": {"name": name}, "status": {"phase": "Active"}})
+            obj.metadata.uid = str(uuid.uuid4())
+            obj.metadata.creation_timestamp = self.clock()
+            obj.metadata.generation = 1
+            with contextlib.suppress(KeyExistsError):
+                await self.store.create(ns_info, obj)
+        await self.reload_crds()
+        self._started = True
+
+    async def reload_crds(self) -> None:
+        try:
+            info = self.registry.get(f"{crd.CRD_GROUP}/v1", crd.CRD_KIND)
+        except UnknownKindError:
+            return
+        items, _ = await self.store.list(info)
+        for obj in items:
+            crd.on_written(info, obj, self.registry)
+
+    def stop(self) -> None:
+        """End every open watch (server shutdown); in-flight writes are not interrupted."""
+        self.stopping.set()
+
+    # ---- non-resource endpoints ----
+
+    async def _ok(self, request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def _readyz(self, request: Request) -> Response:
+        try:
+            await self.store.current_revision()
+        except StoreError as exc:
+            return PlainTextResponse(f"storage not ready: {exc}", status_code=503)
+        return PlainTextResponse("ok")
+
+    async def _version(self, request: Request) -> Response:
+        return JSONResponse(discovery.version_info())
+
+    async def _api_versions(self, request: Request) -> Response:
+        address = self.server_address or f"{request.url.hostname}:{request.url.port or 80}"
+        return JSONResponse(discovery.api_versions(address))
+
+    async def _api_groups(self, request: Request) -> Response:
+        return JSONResponse(discovery.api_group_list(self.registry))
+
+    async def _api_group(self, request: Request) -> Response:
+        doc = discovery.api_group(self.registry, request.path_params["group"])
+        return JSONResponse(doc) if doc else errors.resource_not_found().response()
+
+    async def _legacy_resources(self, request: Request) -> Response:
+        doc = discovery.api_resource_list(self.registry, "", request.path_params["version"])
+        return JSONResponse(doc) if doc else errors.resource_not_found().response()
+
+    async def _group_resources(self, request: Request) -> Response:
+        p = request.path_params
+        doc = discovery.api_resource_list(self.registry, p["group"], p["version"])
+        return JSONResponse(doc) if doc else errors.resource_not_found().response()
+
+    # ---- resource endpoints ----
+
+    async def _legacy_endpoint(self, request: Request) -> Response | WatchResponse:
+        p = request.path_params
+        return await self._endpoint(request, "", p["version"], p["rest"])
+
+    async def _group_endpoint(self, request: Request) -> Response | WatchResponse:
+        p = request.path_params
+        return await self._endpoint(request, p["group"], p["version"], p["rest"])
+
+    async def _endpoint(
+        self, request: Request, group: str, version: str, rest: str
+    ) -> Response | WatchResponse:
+        try:
+            target = self._resolve(group, version, rest)
+            return await self._dispatch(request, target)
+        except errors.ApiError as exc:
+            return exc.response()
+        except StoreUnavailableError as exc:
+            return errors.unavailable(f"storage is unavailable: {exc}").response()
+        except StoreError as exc:
+            return errors.internal(str(exc)).response()
+        except Exception as exc:
+            log.exception("%s %s failed", request.method, request.url.path)
+            return errors.internal(f"{type(exc).__name__}: {exc}").response()
+
+    def _resolve(self, group: str, version: str, rest: str) -> _Target:
+        seg = [s for s in rest.split("/") if s]
+        watch = bool(seg) and seg[0] == "watch"  # the deprecated /watch/ path prefix
+        if watch:
+            seg = seg[1:]
+        namespace: str | None = None
+        name: str | None = None
+        sub = ""
+        n = len(seg)
+        if n == 1:
+            plural = seg[0]
+        elif n == 2:
+            plural, name = seg
+        elif n == 3 and seg[0] == "namespaces" and seg[2] not in ("status", "finalize"):
+            namespace, plural = seg[1], seg[2]
+        elif n == 3:
+            plural, name, sub = seg
+        elif n in (4, 5) and seg[0] == "namespaces":
+            namespace, plural, name = seg[1], seg[2], seg[3]
+            sub = seg[4] if n == 5 else ""
+        else:
+            raise errors.resource_not_found()
+        try:
+            info = self.registry.by_resource(group, version, plural)
+        except UnknownKindError:
+            raise errors.resource_not_found() from None
+        if namespace is not None and not info.namespaced:
+            raise errors.resource_not_found()
+        if name is not None and info.namespaced and namespace is None:
+            raise errors.resource_not_found()
+        if sub and not (
+            (sub == "status" and info.has_status_subresource)
+            or (sub == "finalize" and info.group == "" and info.kind == "Namespace")
+        ):
+            raise errors.resource_not_found()
+        return _Target(info, namespace, name, sub, watch)
+
+    async def _dispatch(self, request: Request, t: _Target) -> Response | WatchResponse:
+        method = request.method
+        query = request.query_params
+        h = self.handlers
+        if t.name is None:
+            if method == "GET":
+                if t.watch or _bool(query.get("watch")):
+                    return self._watch(request, t)
+                return await self._list(request, t)
+            if method == "POST" and (t.namespace is not None or not t.info.namespaced):
+                data = await read_object(request, self.max_object_bytes)
+                return _object_response(await h.create(t.info, t.namespace, data), 201)
+            if method == "DELETE":
+                return await self._delete_collection(request, t)
+            raise errors.method_not_allowed()
+        if t.watch:
+            return self._watch(request, t, field_name=t.name)
+        if method == "GET":
+            return _object_response(await h.get(t.info, t.namespace, t.name))
+        if method == "PUT":
+            data = await read_object(request, self.max_object_bytes)
+            return _object_response(await h.update(t.info, t.namespace, t.name, data, t.subresource))
+        if method == "PATCH" and t.subresource != "finalize":
+            content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if content_type not in PATCH_TYPES:
+                raise errors.unsupported_media_type(content_type, PATCH_TYPES)
+            patch = parse_json(await read_body(request, self.max_object_bytes))
+            return _object_response(
+                await h.patch(t.info, t.namespace, t.name, content_type, patch, t.subresource)
+            )
+        if method == "DELETE" and not t.subresource:
+            options = await delete_options(request, self.max_object_bytes)
+            return _object_response(await h.delete(t.info, t.namespace, t.name, options))
+        raise errors.method_not_allowed()
+
+    # ---- list / watch / deletecollection ----
+
+    async def _list(self, request: Request, t: _Target) -> Response:
+        query = request.query_params
+        flt = _filter(query)
+        kvs, revision = await self.store.kv.range(self.store.prefix(t.info, t.namespace))
+        if flt is None:
+            items = [with_resource_version(kv.value, kv.mod_revision) for kv in kvs]
+        else:
+            items = [
+                with_resource_version(kv.value, kv.mod_revision) for kv in kvs if flt.matches_json(kv.value)
+            ]
+        return Response(list_body(t.info, items, revision), media_type=errors.JSON)
+
+    def _watch(self, request: Request, t: _Target, field_name: str | None = None) -> WatchResponse:
+        query = request.query_params
+        flt = _filter(query, field_name)
+        rv = query.get("resourceVersion")
+        if rv not in (None, "", "0") and not (rv.isdigit() and int(rv) > 0):
+            raise errors.bad_request(f'invalid resource version "{rv}"')
+        timeout = float(int_param(query, "timeoutSeconds") or 0) or self.watch_timeout
+        send_initial = query.get("sendInitialEvents")
+        params = WatchParams(
+            resource_version=rv,
+            filter=flt,
+            timeout=timeout,
+            bookmarks=_bool(query.get("allowWatchBookmarks")),
+            send_initial_events=None if send_initial is None else _bool(send_initial),
+            bookmark_interval=self.bookmark_interval,
+        )
+        return WatchResponse(watch_stream(self.store, t.info, t.namespace, params, self.stopping))
+
+    async def _delete_collection(self, request: Request, t: _Target) -> Response:
+        if t.info.namespaced and t.namespace is None:
+            raise errors.method_not_allowed()
+        flt = _filter(request.query_params)
+        options = await delete_options(request, self.max_object_bytes)
+        items, revision = await self.store.list(t.info, t.namespace)
+        out: list[bytes] = []
+        for obj in items:
+            if flt is not None and not flt.matches(obj.to_dict()):
+                continue
+            with contextlib.suppress(errors.ApiError):  # already gone, or refused: skip it
+                done = await self.handlers.delete(t.info, t.namespace, obj.name, options)
+                out.append(done.model_dump_json(by_alias=True, exclude_none=True).encode())
+        return Response(list_body(t.info, out, revision), media_type=errors.JSON)
+
+
+def _strip_trailing_slash(app: ASGIApp) -> ASGIApp:
+    """``/version/`` is ``/version`` (the Python client asks for it), without a redirect."""
+
+    async def normalized(scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and len(path) > 1 and path.endswith("/"):
+            scope = dict(scope, path=path.rstrip("/") or "/")
+        await app(scope, receive, send)
+
+    return normalized
+
+
+def _filter(query: Any, field_name: str | None = None) -> Any:
+    field_selector = query.get("fieldSelector")
+    if field_name is not None:  # /watch/.../<name> watches one object
+        term = f"metadata.name={field_name}"
+        field_selector = f"{field_selector},{term}" if field_selector else term
+    try:
+        return parse_filter(query.get("labelSelector"), field_selector)
+    except ValueError as exc:
+        raise errors.bad_request(str(exc)) from None

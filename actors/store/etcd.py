@@ -1,0 +1,391 @@
+"""EtcdKV: the KV port over etcd v3's gRPC API, async (grpc.aio), with kray's own stubs.
+
+Why our own client: the maintained Python etcd clients are either synchronous with a watch
+thread (python3-etcd3) or async without watch resumption (aetcd), and both register the same
+protobuf symbols as each other. Ours is a thin layer over generated stubs (``etcdpb/``) that
+does exactly what the store needs: CAS through Txn, watches that survive a dropped stream
+without losing or repeating events, and leases. ``scripts/bench_etcd_clients.py`` compares.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import grpc.aio
+
+from .etcdpb import kv_pb2, rpc_pb2, rpc_pb2_grpc
+from .kv import (
+    CompactedError,
+    KeyExistsError,
+    KeyNotFoundError,
+    KeyValue,
+    KVEvent,
+    LeaseNotFoundError,
+    RevisionConflictError,
+    StoreError,
+    StoreUnavailableError,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Codes that mean "the store is not reachable right now" (retry elsewhere/later), as opposed
+# to a request etcd understood and refused.
+_TRANSIENT = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.ABORTED,
+}
+# Watch reconnect back-off: fast first retry (a restarted etcd is back within a second),
+# capped so a long outage does not spin.
+_BACKOFF_START = 0.05
+_BACKOFF_MAX = 2.0
+_CHANNEL_OPTIONS = [
+    # Detect a silently dead connection (no RST) within ~15 s; etcd's default minimum ping
+    # interval is 5 s, so 10 s pings are never rejected as abusive.
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    # After an etcd restart, reconnect within ~2 s instead of gRPC's default (up to 120 s).
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+    ("grpc.max_receive_message_length", 256 * 1024 * 1024),  # a full list of a big prefix
+    ("grpc.max_send_message_length", 8 * 1024 * 1024),
+]
+
+
+def _key_range(prefix: str) -> tuple[bytes, bytes]:
+    """etcd's (key, range_end) for "every key starting with prefix"."""
+    raw = prefix.encode()
+    if not raw:
+        return b"\0", b"\0"  # the whole keyspace
+    for i in range(len(raw) - 1, -1, -1):
+        if raw[i] < 0xFF:
+            return raw, raw[:i] + bytes([raw[i] + 1])
+    return raw, b"\0"
+
+
+def _kv(pb: kv_pb2.KeyValue) -> KeyValue:
+    return KeyValue(pb.key.decode(), pb.value, pb.create_revision, pb.mod_revision, pb.version, pb.lease)
+
+
+def _event(pb: kv_pb2.Event) -> KVEvent:
+    prev = _kv(pb.prev_kv) if pb.HasField("prev_kv") else None
+    return KVEvent("DELETE" if pb.type == kv_pb2.Event.DELETE else "PUT", _kv(pb.kv), prev)
+
+
+def _map_error(err: grpc.aio.AioRpcError, what: str) -> StoreError:
+    code, details = err.code(), err.details() or ""
+    if "compacted" in details:
+        return CompactedError(f"{what}: {details}")
+    if code == grpc.StatusCode.NOT_FOUND and "lease" in details:
+        return LeaseNotFoundError(f"{what}: {details}")
+    if code in _TRANSIENT:
+        return StoreUnavailableError(f"{what}: etcd unavailable ({code.name}: {details})")
+    return StoreError(f"{what}: {code.name}: {details}")
+
+
+class EtcdKV:
+    """The KV port on etcd. ``endpoint``: "http://host:port", or several comma-separated."""
+
+    def __init__(self, endpoint: str, *, timeout: float = 10.0) -> None:
+        self._targets = [_target(e) for e in endpoint.split(",") if e.strip()]
+        if not self._targets:
+            raise ValueError(f"no etcd endpoint in {endpoint!r}")
+        self.timeout = timeout
+        self._index = 0
+        # Like etcd's clientv3, calls wait for a connection (up to the timeout) instead of
+        # failing at once while etcd restarts. With several endpoints they fail fast instead,
+        # so the next endpoint is tried without first waiting out the timeout.
+        self._opts: dict[str, Any] = {"timeout": timeout, "wait_for_ready": len(self._targets) == 1}
+        self._channel: grpc.aio.Channel | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._kv_stub: rpc_pb2_grpc.KVStub | None = None
+        self._watch_stub: rpc_pb2_grpc.WatchStub | None = None
+        self._lease_stub: rpc_pb2_grpc.LeaseStub | None = None
+
+    # ---- channel management ----
+
+    def _ensure_channel(self) -> None:
+        # grpc.aio channels belong to the loop they were made on; make one lazily on the
+        # running loop (and a new one if the caller moved to another loop, e.g. in tests).
+        loop = asyncio.get_running_loop()
+        if self._channel is not None and self._loop is loop:
+            return
+        target, secure = self._targets[self._index]
+        if secure:
+            self._channel = grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(), _CHANNEL_OPTIONS)
+        else:
+            self._channel = grpc.aio.insecure_channel(target, _CHANNEL_OPTIONS)
+        self._loop = loop
+        self._kv_stub = rpc_pb2_grpc.KVStub(self._channel)
+        self._watch_stub = rpc_pb2_grpc.WatchStub(self._channel)
+        self._lease_stub = rpc_pb2_grpc.LeaseStub(self._channel)
+
+    async def _next_endpoint(self) -> None:
+        """Move to the next endpoint (in order, wrapping) after the current one failed."""
+        old = self._channel
+        self._index = (self._index + 1) % len(self._targets)
+        self._channel = None
+        if old is not None and self._loop is asyncio.get_running_loop():
+            await old.close()
+
+    @property
+    def kv_stub(self) -> rpc_pb2_grpc.KVStub:
+        self._ensure_channel()
+        assert self._kv_stub is not None
+        return self._kv_stub
+
+    async def _call(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run one unary call; on UNAVAILABLE try the other endpoints once each, in order."""
+        for attempt in range(len(self._targets)):
+            self._ensure_channel()
+            try:
+                return await fn()
+            except asyncio.TimeoutError:
+                raise StoreUnavailableError(f"{what}: etcd did not answer in {self.timeout}s") from None
+            except grpc.aio.AioRpcError as err:
+                # Only UNAVAILABLE is retried elsewhere: it (nearly always) means no connection,
+                # so the request was not applied. A timeout might have been; it is reported.
+                last_attempt = attempt == len(self._targets) - 1
+                if err.code() != grpc.StatusCode.UNAVAILABLE or last_attempt:
+                    raise _map_error(err, what) from err
+                await self._next_endpoint()
+        raise AssertionError("unreachable")
+
+    async def _range(self, req: rpc_pb2.RangeRequest, what: str) -> rpc_pb2.RangeResponse:
+        return await self._call(what, lambda: self.kv_stub.Range(req, **self._opts))
+
+    async def _txn(self, req: rpc_pb2.TxnRequest, what: str) -> rpc_pb2.TxnResponse:
+        return await self._call(what, lambda: self.kv_stub.Txn(req, **self._opts))
+
+    # ---- reads ----
+
+    async def get(self, key: str) -> KeyValue | None:
+        resp = await self._range(rpc_pb2.RangeRequest(key=key.encode()), f"get {key}")
+        return _kv(resp.kvs[0]) if resp.kvs else None
+
+    async def range(self, prefix: str, *, revision: int = 0, limit: int = 0) -> tuple[list[KeyValue], int]:
+        key, end = _key_range(prefix)
+        req = rpc_pb2.RangeRequest(key=key, range_end=end, revision=revision, limit=limit)
+        resp = await self._range(req, f"range {prefix}")
+        return [_kv(kv) for kv in resp.kvs], (revision or resp.header.revision)
+
+    async def count(self, prefix: str) -> int:
+        key, end = _key_range(prefix)
+        resp = await self._range(rpc_pb2.RangeRequest(key=key, range_end=end, count_only=True), "count")
+        return int(resp.count)
+
+    async def current_revision(self) -> int:
+        # Any linearizable read carries the store revision in its header; this key is empty.
+        resp = await self._range(rpc_pb2.RangeRequest(key=b"\0", count_only=True), "revision")
+        return int(resp.header.revision)
+
+    # ---- writes ----
+
+    @staticmethod
+    def _put_op(key: bytes, value: bytes, lease: int) -> rpc_pb2.RequestOp:
+        return rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=key, value=value, lease=lease))
+
+    @staticmethod
+    def _guard(key: bytes, expected_mod_revision: int) -> rpc_pb2.Compare:
+        if expected_mod_revision:
+            return rpc_pb2.Compare(
+                key=key, target=rpc_pb2.Compare.MOD, result=rpc_pb2.Compare.EQUAL,
+                mod_revision=expected_mod_revision,
+            )  # fmt: skip
+        # No expectation: the key only has to exist (create_revision > 0).
+        return rpc_pb2.Compare(
+            key=key, target=rpc_pb2.Compare.CREATE, result=rpc_pb2.Compare.GREATER, create_revision=0
+        )
+
+    @staticmethod
+    def _failed(key: str, expected: int, resp: rpc_pb2.TxnResponse) -> StoreError:
+        """Turn a failed guarded txn (whose failure branch read the key) into the right error."""
+        kvs = resp.responses[0].response_range.kvs if resp.responses else []
+        if not kvs:
+            return KeyNotFoundError(f"key {key!r} not found")
+        current = int(kvs[0].mod_revision)
+        return RevisionConflictError(f"key {key!r} is at revision {current}, not {expected}", current)
+
+    async def create(self, key: str, value: bytes, *, lease: int = 0) -> int:
+        raw = key.encode()
+        absent = rpc_pb2.Compare(
+            key=raw, target=rpc_pb2.Compare.CREATE, result=rpc_pb2.Compare.EQUAL, create_revision=0
+        )
+        req = rpc_pb2.TxnRequest(compare=[absent], success=[self._put_op(raw, value, lease)])
+        resp = await self._txn(req, f"create {key}")
+        if not resp.succeeded:
+            raise KeyExistsError(f"key {key!r} already exists")
+        return int(resp.header.revision)
+
+    async def update(self, key: str, value: bytes, *, expected_mod_revision: int, lease: int = 0) -> int:
+        raw = key.encode()
+        req = rpc_pb2.TxnRequest(
+            compare=[self._guard(raw, expected_mod_revision)],
+            success=[self._put_op(raw, value, lease)],
+            failure=[rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=raw, keys_only=True))],
+        )
+        resp = await self._txn(req, f"update {key}")
+        if not resp.succeeded:
+            raise self._failed(key, expected_mod_revision, resp)
+        return int(resp.header.revision)
+
+    async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
+        req = rpc_pb2.PutRequest(key=key.encode(), value=value, lease=lease)
+        resp = await self._call(f"put {key}", lambda: self.kv_stub.Put(req, **self._opts))
+        return int(resp.header.revision)
+
+    async def delete(self, key: str, *, expected_mod_revision: int = 0) -> tuple[int, KeyValue]:
+        raw = key.encode()
+        req = rpc_pb2.TxnRequest(
+            compare=[self._guard(raw, expected_mod_revision)],
+            success=[
+                rpc_pb2.RequestOp(request_delete_range=rpc_pb2.DeleteRangeRequest(key=raw, prev_kv=True))
+            ],
+            failure=[rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=raw, keys_only=True))],
+        )
+        resp = await self._txn(req, f"delete {key}")
+        if not resp.succeeded:
+            raise self._failed(key, expected_mod_revision, resp)
+        prev = resp.responses[0].response_delete_range.prev_kvs
+        if not prev:  # deleted between the compare and the delete: impossible in one txn
+            raise KeyNotFoundError(f"key {key!r} not found")
+        return int(resp.header.revision), _kv(prev[0])
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Delete every key under ``prefix`` (tests and tooling; not part of the KV port)."""
+        key, end = _key_range(prefix)
+        req = rpc_pb2.DeleteRangeRequest(key=key, range_end=end)
+        resp = await self._call("delete prefix", lambda: self.kv_stub.DeleteRange(req, **self._opts))
+        return int(resp.deleted)
+
+    async def compact(self, revision: int) -> None:
+        req = rpc_pb2.CompactionRequest(revision=revision)
+        await self._call(f"compact {revision}", lambda: self.kv_stub.Compact(req, **self._opts))
+
+    # ---- leases ----
+
+    def _lease(self) -> rpc_pb2_grpc.LeaseStub:
+        self._ensure_channel()
+        assert self._lease_stub is not None
+        return self._lease_stub
+
+    async def grant_lease(self, ttl_seconds: int) -> int:
+        req = rpc_pb2.LeaseGrantRequest(TTL=ttl_seconds)
+        resp = await self._call("grant lease", lambda: self._lease().LeaseGrant(req, **self._opts))
+        if resp.error:
+            raise StoreError(f"grant lease: {resp.error}")
+        return int(resp.ID)
+
+    async def keepalive(self, lease_id: int) -> int:
+        async def once() -> int:
+            # A one-shot stream: send one request, half-close, read the one answer (TTL 0
+            # when the lease is gone).
+            call = self._lease().LeaseKeepAlive(
+                iter([rpc_pb2.LeaseKeepAliveRequest(ID=lease_id)]),
+                wait_for_ready=self._opts["wait_for_ready"],
+            )
+            try:
+                async for resp in call:
+                    return int(resp.TTL)
+                return 0
+            finally:
+                call.cancel()
+
+        return await self._call(f"keepalive {lease_id:x}", lambda: asyncio.wait_for(once(), self.timeout))
+
+    async def revoke_lease(self, lease_id: int) -> None:
+        req = rpc_pb2.LeaseRevokeRequest(ID=lease_id)
+        try:
+            await self._call("revoke lease", lambda: self._lease().LeaseRevoke(req, **self._opts))
+        except LeaseNotFoundError:
+            pass  # already expired or revoked: the goal is reached
+
+    async def lease_ttl(self, lease_id: int) -> int:
+        """Remaining TTL in seconds (-1 when the lease does not exist)."""
+        req = rpc_pb2.LeaseTimeToLiveRequest(ID=lease_id)
+        resp = await self._call("lease ttl", lambda: self._lease().LeaseTimeToLive(req, **self._opts))
+        return int(resp.TTL)
+
+    # ---- watch ----
+
+    async def watch(self, prefix: str, *, start_revision: int) -> AsyncIterator[list[KVEvent]]:
+        """One Watch stream; on a dropped stream, reconnect and resume after the last event."""
+        key, end = _key_range(prefix)
+        next_rev = start_revision if start_revision > 0 else 0
+        backoff = _BACKOFF_START
+        while True:
+            call: Any = None
+            try:
+                if next_rev == 0:  # "from now": pin it so a reconnect resumes from the same point
+                    next_rev = await self.current_revision() + 1
+                self._ensure_channel()
+                assert self._watch_stub is not None
+                call = self._watch_stub.Watch(wait_for_ready=self._opts["wait_for_ready"])
+                create = rpc_pb2.WatchCreateRequest(
+                    key=key, range_end=end, start_revision=next_rev, prev_kv=True, progress_notify=True
+                )
+                await call.write(rpc_pb2.WatchRequest(create_request=create))
+                async for resp in call:
+                    if resp.compact_revision:
+                        raise CompactedError(
+                            f"watch {prefix} from {next_rev}: compacted at {resp.compact_revision}",
+                            int(resp.compact_revision),
+                        )
+                    if resp.canceled:
+                        # e.g. "no leader" during an election: transient, resume like a drop.
+                        raise StoreUnavailableError(f"watch {prefix} canceled: {resp.cancel_reason}")
+                    if resp.created:
+                        backoff = _BACKOFF_START
+                        continue
+                    if not resp.events:
+                        # Progress notification: nothing below header.revision is still due.
+                        next_rev = max(next_rev, int(resp.header.revision) + 1)
+                        continue
+                    batch = [_event(ev) for ev in resp.events]
+                    next_rev = batch[-1].kv.mod_revision + 1
+                    yield batch
+                log.info("etcd closed the watch on %s; resuming from %d", prefix, next_rev)
+            except grpc.aio.AioRpcError as err:
+                mapped = _map_error(err, f"watch {prefix}")
+                if not isinstance(mapped, StoreUnavailableError):
+                    raise mapped from err
+                log.warning("watch on %s dropped (%s); resuming from %d", prefix, err.code().name, next_rev)
+            except StoreUnavailableError as err:
+                log.warning("watch on %s: %s; resuming from %d", prefix, err, next_rev)
+            finally:
+                if call is not None:
+                    call.cancel()
+            if len(self._targets) > 1:
+                await self._next_endpoint()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, _BACKOFF_MAX)
+
+    async def status(self) -> rpc_pb2.StatusResponse:
+        """Maintenance.Status of the current endpoint (version, db size, leader, revision)."""
+        self._ensure_channel()
+        assert self._channel is not None
+        stub = rpc_pb2_grpc.MaintenanceStub(self._channel)
+        return await self._call("status", lambda: stub.Status(rpc_pb2.StatusRequest(), **self._opts))
+
+    async def close(self) -> None:
+        if self._channel is not None and self._loop is asyncio.get_running_loop():
+            await self._channel.close()
+        self._channel = None
+
+
+def _target(endpoint: str) -> tuple[str, bool]:
+    """("host:port", use TLS) from "http://host:port", "https://host:port" or "host:port"."""
+    endpoint = endpoint.strip().rstrip("/")
+    if endpoint.startswith("https://"):
+        return endpoint.removeprefix("https://"), True
+    return endpoint.removeprefix("http://"), False

@@ -1,0 +1,199 @@
+"""``kray get``: list or fetch objects, print them as kubectl would, optionally watch."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from . import printers
+from .common import CliError, make_client, resolve_kind, split_kinds
+
+if TYPE_CHECKING:
+    from kray.client import Client, ResourceRef
+
+Obj = dict[str, Any]
+
+
+def _targets(client: Client, kinds: str, names: tuple[str, ...]) -> list[tuple[ResourceRef, list[str]]]:
+    """(resource, names) pairs from ``pods a b``, ``pods,svc`` or ``pod/a svc/b``."""
+    if "/" in kinds:
+        pairs: dict[str, list[str]] = {}
+        for arg in (kinds, *names):
+            kind, sep, name = arg.partition("/")
+            if not sep or not name:
+                raise CliError(f"there is no need to specify a resource type as a separate argument: {arg}")
+            pairs.setdefault(kind, []).append(name)
+        return [(resolve_kind(client, k), n) for k, n in pairs.items()]
+    kind_list = split_kinds(kinds)
+    if names and len(kind_list) > 1:
+        raise CliError("you must specify only one resource type when naming objects")
+    return [(resolve_kind(client, k), list(names)) for k in kind_list]
+
+
+def _fetch(
+    client: Client,
+    ref: ResourceRef,
+    names: list[str],
+    namespace: str | None,
+    all_namespaces: bool,
+    selector: str | None,
+    field_selector: str | None,
+) -> tuple[list[Obj], str, list[str]]:
+    """Objects, the list's resourceVersion (to watch from), and not-found messages."""
+    from kray.client import NotFound
+
+    if not names:
+        result = client.list_raw(
+            ref,
+            namespace,
+            all_namespaces=all_namespaces,
+            label_selector=selector,
+            field_selector=field_selector,
+        )
+        return result.items, result.resource_version, []
+    items, missing = [], []
+    for name in names:
+        try:
+            items.append(client.get_raw(ref, name, namespace))
+        except NotFound as exc:
+            missing.append(exc.message)
+    return items, "", missing
+
+
+def _print_objects(output: str | None, blocks: list[tuple[ResourceRef, list[Obj]]], single: bool) -> None:
+    everything = [obj for _, objs in blocks for obj in objs]
+    if output == "name":
+        for ref, objs in blocks:
+            for obj in objs:
+                click.echo(printers.object_name(ref, obj))
+        return
+    doc = everything[0] if single and len(everything) == 1 else printers.as_list(everything)
+    click.echo(printers.to_json(doc) if output == "json" else printers.to_yaml(doc))
+
+
+@click.command("get")
+@click.argument("kinds")
+@click.argument("names", nargs=-1)
+@click.option("-n", "--namespace", help="Namespace (default: default).")
+@click.option("-A", "--all-namespaces", is_flag=True, help="List across all namespaces.")
+@click.option("-l", "--selector", help="Label selector, e.g. app=web,tier!=db.")
+@click.option("--field-selector", help="Field selector, e.g. status.phase=Running.")
+@click.option("-o", "--output", type=click.Choice(["wide", "yaml", "json", "name"]), help="Output format.")
+@click.option("-w", "--watch", is_flag=True, help="After listing, watch for changes.")
+def get_cmd(
+    kinds: str,
+    names: tuple[str, ...],
+    namespace: str | None,
+    all_namespaces: bool,
+    selector: str | None,
+    field_selector: str | None,
+    output: str | None,
+    watch: bool,
+) -> None:
+    """Display one or many resources (KIND[,KIND] [NAME...] or KIND/NAME...)."""
+    with make_client() as client:
+        targets = _targets(client, kinds, names)
+        all_namespaces = all_namespaces and not any(n for _, n in targets)
+        blocks: list[tuple[ResourceRef, list[Obj]]] = []
+        missing: list[str] = []
+        resource_version = ""
+        for ref, ref_names in targets:
+            items, resource_version, not_found = _fetch(
+                client, ref, ref_names, namespace, all_namespaces, selector, field_selector
+            )
+            blocks.append((ref, items))
+            missing += not_found
+        if output in ("yaml", "json", "name"):
+            if any(objs for _, objs in blocks):
+                _print_objects(output, blocks, single=bool(names) or "/" in kinds)
+        elif not missing or any(objs for _, objs in blocks):
+            _print_tables(blocks, output == "wide", all_namespaces, namespace or client.namespace)
+        if missing:
+            # Print what was found, then every miss; the last one is the command's error.
+            for msg in missing[:-1]:
+                click.echo(f"error: {msg}", err=True)
+            raise CliError(missing[-1])
+        if watch:
+            if len(targets) != 1:
+                raise CliError("you may only specify a single resource type when watching")
+            ref, ref_names = targets[0]
+            _watch(
+                client,
+                ref,
+                ref_names,
+                namespace,
+                all_namespaces,
+                selector,
+                field_selector,
+                output,
+                resource_version,
+            )
+
+
+def _print_tables(
+    blocks: list[tuple[ResourceRef, list[Obj]]], wide: bool, all_namespaces: bool, namespace: str
+) -> None:
+    printed = False
+    several = len(blocks) > 1
+    for ref, items in blocks:
+        if not items:
+            continue
+        header, rows = printers.table_rows(ref, items, wide, all_namespaces and ref.namespaced, several)
+        if printed:
+            click.echo("")
+        click.echo(printers.format_table(header, rows))
+        printed = True
+    if not printed:
+        namespaced = any(ref.namespaced for ref, _ in blocks)
+        where = f" in {namespace} namespace" if namespaced and not all_namespaces else ""
+        click.echo(f"No resources found{where}.", err=True)
+
+
+def _watch(
+    client: Client,
+    ref: ResourceRef,
+    names: list[str],
+    namespace: str | None,
+    all_namespaces: bool,
+    selector: str | None,
+    field_selector: str | None,
+    output: str | None,
+    resource_version: str,
+) -> None:
+    """Stream changes as rows (or documents), starting after what was just printed (the list's
+    resourceVersion; for named objects, from now, which replays their current state)."""
+    if names:
+        by_name = f"metadata.name={names[0]}"
+        field_selector = f"{field_selector},{by_name}" if field_selector else by_name
+    events = client.watch_raw(
+        ref,
+        namespace,
+        all_namespaces=all_namespaces,
+        resource_version=resource_version or None,
+        label_selector=selector,
+        field_selector=field_selector,
+    )
+    widths: list[int] | None = None
+    try:
+        for event in events:
+            if event.type not in ("ADDED", "MODIFIED", "DELETED"):
+                continue
+            obj = event.object
+            if output in ("json", "yaml"):
+                click.echo(json.dumps(obj) if output == "json" else printers.to_yaml(obj) + "\n---")
+            elif output == "name":
+                click.echo(printers.object_name(ref, obj))
+            else:
+                header, rows = printers.table_rows(
+                    ref, [obj], output == "wide", all_namespaces and ref.namespaced
+                )
+                # Keep columns steady across events: never narrower than the first row printed.
+                new = printers.column_widths(header, rows)
+                widths = [max(a, b) for a, b in zip(widths, new, strict=False)] if widths else new
+                click.echo(printers.format_table(None, rows, widths))
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        return

@@ -1,0 +1,321 @@
+"""The blocking client (httpx.Client). All request building and decoding lives in ``ops``;
+this class only sends. ``AsyncClient`` in ``aio`` mirrors it method for method."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from . import ops
+from .base import ClientBase, R, RefArg, TransportError, watch_timeout
+from .discovery import Flow
+from .errors import AlreadyExists, Conflict, NotFound, error_from_response
+from .ops import ApplyResult, ListResult, Request, WatchEvent
+from .paths import PatchType, ResourceRef, model_of, ref_of
+
+if TYPE_CHECKING:
+    from kray.config import KrayConfig
+    from kray.crds.registry import KindInfo
+
+Raw = dict[str, Any]
+
+
+class Client(ClientBase):
+    """Typed access to the kray API server. Use as a context manager, or call ``close()``."""
+
+    def __init__(
+        self,
+        config: KrayConfig | None = None,
+        *,
+        server: str | None = None,
+        token: str | None = None,
+        namespace: str = "default",
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(config, server=server, token=token, namespace=namespace, timeout=timeout)
+        self._http = httpx.Client(transport=transport, **self._http_options())
+
+    @classmethod
+    def from_config(cls, path: Path | None = None, **kwargs: Any) -> Client:
+        """A client for ``~/.kray/config`` (or ``KRAY_CONFIG``; ``KRAY_SERVER``/``KRAY_TOKEN`` override)."""
+        from kray.config import load_config
+
+        return cls(load_config(path), **kwargs)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- transport -----------------------------------------------------------------------
+
+    def request(self, req: Request) -> Raw:
+        """Send one request; the decoded JSON answer, or the matching ApiError raised."""
+        try:
+            resp = self._http.request(
+                req.method,
+                req.path,
+                params=req.params,
+                content=ops.encode_body(req),
+                headers={"Content-Type": req.content_type},
+            )
+        except TransportError as exc:
+            raise self._connection_failed(exc) from None
+        if resp.status_code >= 400:
+            raise error_from_response(resp.status_code, resp.content)
+        return ops.decode_body(resp.content)
+
+    def _stream(self, req: Request, timeout_seconds: int | None) -> Iterator[WatchEvent[Raw]]:
+        try:
+            with self._http.stream(
+                req.method, req.path, params=req.params, timeout=watch_timeout(timeout_seconds)
+            ) as resp:
+                if resp.status_code >= 400:
+                    raise error_from_response(resp.status_code, resp.read())
+                for line in resp.iter_lines():
+                    event = ops.parse_watch_line(line)
+                    if event is not None:
+                        yield event
+        except TransportError as exc:
+            raise self._connection_failed(exc) from None
+
+    def _run(self, flow: Flow) -> Any:
+        """Drive a discovery flow: fetch each path it asks for, 404 answered as None."""
+        try:
+            path = next(flow)
+            while True:
+                try:
+                    doc: Raw | None = self.request(Request("GET", path))
+                except NotFound:
+                    doc = None
+                path = flow.send(doc)
+        except StopIteration as stop:
+            return stop.value
+
+    # --- discovery -----------------------------------------------------------------------
+
+    def resolve(self, name: str) -> ResourceRef:
+        """The resource for a user-typed name (``po``, ``pods``, ``deployments.apps``, a CRD plural)."""
+        return self._run(self.discovery.resolve(name))  # type: ignore[no-any-return]
+
+    def resource_for(self, api_version: str, kind: str) -> ResourceRef:
+        return self._run(self.discovery.for_kind(api_version, kind))  # type: ignore[no-any-return]
+
+    def api_resources(self) -> list[ResourceRef]:
+        return self._run(self.discovery.all_resources())  # type: ignore[no-any-return]
+
+    def _ref_for_obj(self, obj: Raw, ref: RefArg | None) -> ResourceRef:
+        if ref is not None:
+            return ref_of(ref)
+        return self.resource_for(str(obj.get("apiVersion", "")), str(obj.get("kind", "")))
+
+    # --- raw (dict) API --------------------------------------------------------------------
+
+    def get_raw(self, ref: RefArg, name: str, namespace: str | None = None) -> Raw:
+        r = ref_of(ref)
+        return self.request(ops.get_request(r, name, ops.namespace_for(r, namespace, self.namespace)))
+
+    def list_raw(
+        self,
+        ref: RefArg,
+        namespace: str | None = None,
+        *,
+        all_namespaces: bool = False,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        limit: int | None = None,
+        continue_: str | None = None,
+    ) -> ListResult[Raw]:
+        r = ref_of(ref)
+        ns = None if all_namespaces else ops.namespace_for(r, namespace, self.namespace)
+        req = ops.list_request(r, ns, label_selector, field_selector, limit, continue_)
+        return ops.raw_list_result(self.request(req))
+
+    def create_raw(self, obj: Raw, ref: RefArg | None = None, namespace: str | None = None) -> Raw:
+        r = self._ref_for_obj(obj, ref)
+        ns = ops.namespace_for(r, namespace or ops.obj_namespace(obj), self.namespace)
+        return self.request(ops.create_request(r, obj, ns))
+
+    def update_raw(self, obj: Raw, ref: RefArg | None = None, subresource: str | None = None) -> Raw:
+        r = self._ref_for_obj(obj, ref)
+        ns = ops.namespace_for(r, ops.obj_namespace(obj), self.namespace)
+        return self.request(ops.update_request(r, obj, ns, subresource))
+
+    def patch_raw(
+        self,
+        ref: RefArg,
+        name: str,
+        patch: Any,
+        namespace: str | None = None,
+        patch_type: PatchType = "merge",
+        subresource: str | None = None,
+    ) -> Raw:
+        r = ref_of(ref)
+        ns = ops.namespace_for(r, namespace, self.namespace)
+        return self.request(ops.patch_request(r, name, patch, ns, patch_type, subresource))
+
+    def delete_raw(
+        self,
+        ref: RefArg,
+        name: str,
+        namespace: str | None = None,
+        *,
+        propagation_policy: str | None = None,
+        preconditions: dict[str, str] | None = None,
+        grace_period_seconds: int | None = None,
+    ) -> Raw:
+        r = ref_of(ref)
+        ns = ops.namespace_for(r, namespace, self.namespace)
+        req = ops.delete_request(r, name, ns, propagation_policy, preconditions, grace_period_seconds)
+        return self.request(req)
+
+    def watch_raw(
+        self,
+        ref: RefArg,
+        namespace: str | None = None,
+        *,
+        all_namespaces: bool = False,
+        resource_version: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        timeout_seconds: int | None = None,
+        allow_bookmarks: bool = False,
+    ) -> Iterator[WatchEvent[Raw]]:
+        """Events as they happen; an ERROR event raises its ApiError (``Gone`` when too old)."""
+        r = ref_of(ref)
+        ns = None if all_namespaces else ops.namespace_for(r, namespace, self.namespace)
+        req = ops.watch_request(
+            r, ns, resource_version, label_selector, field_selector, timeout_seconds, allow_bookmarks
+        )
+        return self._stream(req, timeout_seconds)
+
+    def apply_raw(self, obj: Raw, ref: RefArg | None = None, retries: int = 3) -> ApplyResult[Raw]:
+        """Create, or merge the manifest over the live object (see ``ops.merge_for_apply``)."""
+        r = self._ref_for_obj(obj, ref)
+        name = (obj.get("metadata") or {}).get("name", "")
+        ns = ops.namespace_for(r, ops.obj_namespace(obj), self.namespace)
+        for attempt in range(retries + 1):
+            try:
+                return ApplyResult(self.request(ops.create_request(r, obj, ns)), "created")
+            except AlreadyExists:
+                pass
+            live = self.request(ops.get_request(r, name, ns))
+            merged = ops.merge_for_apply(live, obj)
+            if merged is None:
+                return ApplyResult(live, "unchanged")
+            try:
+                return ApplyResult(self.request(ops.update_request(r, merged, ns)), "configured")
+            except (Conflict, NotFound):
+                # Someone changed (or deleted) it between our GET and PUT: start over.
+                if attempt == retries:
+                    raise
+        raise AssertionError("unreachable")
+
+    # --- typed (model) API -----------------------------------------------------------------
+
+    def get(self, kind: type[R] | KindInfo, name: str, namespace: str | None = None) -> R:
+        return ops.to_model(model_of(kind), self.get_raw(kind, name, namespace))  # type: ignore[no-any-return]
+
+    def list(
+        self,
+        kind: type[R] | KindInfo,
+        namespace: str | None = None,
+        *,
+        all_namespaces: bool = False,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        limit: int | None = None,
+        continue_: str | None = None,
+    ) -> ListResult[R]:
+        raw = self.list_raw(
+            kind,
+            namespace,
+            all_namespaces=all_namespaces,
+            label_selector=label_selector,
+            field_selector=field_selector,
+            limit=limit,
+            continue_=continue_,
+        )
+        return ops.typed_list(model_of(kind), raw)
+
+    def create(self, obj: R) -> R:
+        return ops.to_model(type(obj), self.create_raw(obj.to_dict(), type(obj)))  # type: ignore[no-any-return]
+
+    def update(self, obj: R) -> R:
+        """PUT the object; the server rejects it with Conflict if its resourceVersion is stale."""
+        return ops.to_model(type(obj), self.update_raw(obj.to_dict(), type(obj)))  # type: ignore[no-any-return]
+
+    def update_status(self, obj: R) -> R:
+        raw = self.update_raw(obj.to_dict(), type(obj), subresource="status")
+        return ops.to_model(type(obj), raw)  # type: ignore[no-any-return]
+
+    def apply(self, obj: R) -> ApplyResult[R]:
+        result = self.apply_raw(obj.to_dict(), type(obj))
+        return ApplyResult(ops.to_model(type(obj), result.object), result.action)
+
+    def patch(
+        self,
+        kind: type[R] | KindInfo,
+        name: str,
+        patch: Any,
+        namespace: str | None = None,
+        patch_type: PatchType = "merge",
+        subresource: str | None = None,
+    ) -> R:
+        raw = self.patch_raw(kind, name, patch, namespace, patch_type, subresource)
+        return ops.to_model(model_of(kind), raw)  # type: ignore[no-any-return]
+
+    def delete(
+        self,
+        kind: type[R] | KindInfo,
+        name: str,
+        namespace: str | None = None,
+        *,
+        propagation_policy: str | None = None,
+        preconditions: dict[str, str] | None = None,
+        grace_period_seconds: int | None = None,
+    ) -> R | None:
+        """Delete; the object when the server returns it (e.g. still finalizing), else None."""
+        raw = self.delete_raw(
+            kind,
+            name,
+            namespace,
+            propagation_policy=propagation_policy,
+            preconditions=preconditions,
+            grace_period_seconds=grace_period_seconds,
+        )
+        return ops.deleted_object(model_of(kind), raw)
+
+    def watch(
+        self,
+        kind: type[R] | KindInfo,
+        namespace: str | None = None,
+        *,
+        all_namespaces: bool = False,
+        resource_version: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        timeout_seconds: int | None = None,
+        allow_bookmarks: bool = False,
+    ) -> Iterator[WatchEvent[R]]:
+        model = model_of(kind)
+        events = self.watch_raw(
+            kind,
+            namespace,
+            all_namespaces=all_namespaces,
+            resource_version=resource_version,
+            label_selector=label_selector,
+            field_selector=field_selector,
+            timeout_seconds=timeout_seconds,
+            allow_bookmarks=allow_bookmarks,
+        )
+        for event in events:
+            yield ops.typed_event(model, event)

@@ -29,8 +29,9 @@ from kray.etcd_server import EtcdServer, free_port, is_healthy
 
 RAY_NAMESPACE = "kray"
 APISERVER_ACTOR = "kray-apiserver"
-# Loopback-only local clusters: Ray would otherwise advertise the VM's own address.
-LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+# Loopback-only local clusters: Ray would otherwise advertise the VM's own address, and it
+# turns on token auth whenever ~/.ray/auth_token exists (left by any earlier ray.init); say so.
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
 
 
 class ClusterError(RuntimeError):
@@ -159,11 +160,11 @@ def ensure_ray(opts: UpOptions, state: LocalState, log: Any) -> None:
 
 
 def deploy_control_plane(opts: UpOptions, state: LocalState, token: str, log: Any) -> str:
+    os.environ.update(LOOPBACK_ENV)  # before importing ray: it reads some of these at import
     import ray
 
     from kray.actors.apiserver.actor import deploy_apiserver
 
-    os.environ.update(LOOPBACK_ENV)
     ray.init(address=state.ray_address, namespace=RAY_NAMESPACE, logging_level=logging.WARNING,
              log_to_driver=False, _node_ip_address="127.0.0.1")  # fmt: skip
     try:
@@ -246,9 +247,9 @@ def down(state_dir: Path, log: Any = print, purge: bool = False) -> None:
 
 
 def _remove_actors(ray_address: str, log: Any) -> None:
+    os.environ.update(LOOPBACK_ENV)
     import ray
 
-    os.environ.update(LOOPBACK_ENV)
     try:
         ray.init(address=ray_address, namespace=RAY_NAMESPACE, logging_level=logging.WARNING, log_to_driver=False)
     except Exception as exc:

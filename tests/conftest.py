@@ -34,8 +34,12 @@ def ray_cluster() -> Iterator[str]:
 
     import ray
 
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    from kray.cluster import LOOPBACK_ENV
+
+    os.environ.update(LOOPBACK_ENV)
+    # address="local": always a fresh cluster of our own, never one left running on the machine.
     ctx = ray.init(
+        address="local",
         num_cpus=4,
         include_dashboard=False,
         namespace="kray-test",

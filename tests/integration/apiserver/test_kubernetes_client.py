@@ -106,6 +106,7 @@ def test_watch_stream(v1: k8s.CoreV1Api, namespace: str) -> None:
         v1.delete_namespaced_pod("second", namespace)
 
     started = threading.Event()
+
     def run_writer() -> None:
         started.wait(10)
         writer()

@@ -234,9 +234,7 @@ def prune_and_default(value: Any, schema: Mapping[str, Any] | None) -> Any:
 _TYPE_NAMES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number"}
 
 
-def _schema_errors(
-    validator: jsonschema.protocols.Validator, body: dict[str, Any]
-) -> list[tuple[str, str, str]]:
+def _schema_errors(validator: jsonschema.protocols.Validator, body: dict[str, Any]) -> list[tuple[str, str, str]]:
     errors: list[tuple[str, str, str]] = []
     seen: set[tuple[str, str]] = set()
     for err in sorted(validator.iter_errors(body), key=lambda e: [str(p) for p in e.absolute_path]):
@@ -246,15 +244,11 @@ def _schema_errors(
         if kind_ == "required" and isinstance(inst, Mapping):
             for name in err.validator_value:
                 if name not in inst:
-                    errors.append(
-                        (f"{path}.{name}" if path else name, "Required value", "FieldValueRequired")
-                    )
+                    errors.append((f"{path}.{name}" if path else name, "Required value", "FieldValueRequired"))
             continue
         if kind_ == "type":
             actual = _TYPE_NAMES.get(type(inst), "null")
-            want = (
-                err.validator_value if isinstance(err.validator_value, str) else "/".join(err.validator_value)
-            )
+            want = err.validator_value if isinstance(err.validator_value, str) else "/".join(err.validator_value)
             entry = (
                 path,
                 invalid(actual, f'{where} in body must be of type {want}: "{actual}"'),
@@ -306,9 +300,7 @@ class CustomResource(Resource):
         if schema is None or not isinstance(data, Mapping):
             return data
         head = {k: v for k, v in data.items() if k in _META_KEYS}
-        body = prune_and_default(
-            {k: v for k, v in data.items() if k not in _META_KEYS}, cls._body_schema(schema)
-        )
+        body = prune_and_default({k: v for k, v in data.items() if k not in _META_KEYS}, cls._body_schema(schema))
         errors = _schema_errors(cls.SCHEMA_VALIDATOR, body)
         if errors:
             raise FieldValueError(errors)
@@ -361,9 +353,7 @@ def model_from_crd(
         "CRD_WIRE": crd.to_dict(),
         "OPENAPI_SCHEMA": schema,
         "PRINTER_COLUMNS": tuple(ver.additional_printer_columns or ()),
-        "SCHEMA_VALIDATOR": jsonschema.Draft202012Validator(to_json_schema(body))
-        if body is not None
-        else None,
+        "SCHEMA_VALIDATOR": jsonschema.Draft202012Validator(to_json_schema(body)) if body is not None else None,
     }
     model = type(spec.names.kind, (CustomResource,), namespace)
     # Remembered so unpickling in this process gives back this very class.
@@ -389,9 +379,7 @@ def _restore(crd_wire: dict[str, Any], version: str, state: Any) -> CustomResour
     return obj  # type: ignore[return-value]
 
 
-def unregister_crd(
-    crd: CustomResourceDefinition | Mapping[str, Any] | str, registry: Registry = REGISTRY
-) -> None:
+def unregister_crd(crd: CustomResourceDefinition | Mapping[str, Any] | str, registry: Registry = REGISTRY) -> None:
     """Remove every kind registered from this CRD (all versions)."""
     if isinstance(crd, str):
         name = crd
@@ -404,9 +392,7 @@ def unregister_crd(
             registry.unregister(info.api_version, info.kind)
 
 
-def register_crd(
-    crd: CustomResourceDefinition | Mapping[str, Any], registry: Registry = REGISTRY
-) -> KindInfo:
+def register_crd(crd: CustomResourceDefinition | Mapping[str, Any], registry: Registry = REGISTRY) -> KindInfo:
     """Register a model for each served version (replacing an earlier registration of the same CRD);
     returns the storage version's KindInfo."""
     if not isinstance(crd, CustomResourceDefinition):

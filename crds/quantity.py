@@ -216,9 +216,7 @@ class Quantity:
 
     # pydantic integration: accept str/int/float/Quantity, serialize to the canonical string.
     @classmethod
-    def __get_pydantic_core_schema__(
-        cls, source: Any, handler: GetCoreSchemaHandler
-    ) -> core_schema.CoreSchema:
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
         return core_schema.no_info_plain_validator_function(
             _validate_quantity,
             serialization=core_schema.plain_serializer_function_ser_schema(
@@ -279,9 +277,7 @@ def fits(request: Mapping[str, Quantity] | None, available: Mapping[str, Quantit
     """Names of resources in ``request`` that exceed ``available`` (empty list: it fits)."""
     available = available or {}
     return [
-        name
-        for name, q in (request or {}).items()
-        if q.amount > 0 and q.amount > available.get(name, _ZERO).amount
+        name for name, q in (request or {}).items() if q.amount > 0 and q.amount > available.get(name, _ZERO).amount
     ]
 
 

@@ -99,9 +99,7 @@ class Registry:
             return self._by_gvr[(group, version, plural)]
         except KeyError:
             gv = f"{group}/{version}" if group else version
-            raise UnknownKindError(
-                f'the server could not find the requested resource "{plural}" in {gv}'
-            ) from None
+            raise UnknownKindError(f'the server could not find the requested resource "{plural}" in {gv}') from None
 
     def resolve(self, name: str) -> KindInfo:
         """Find a kind by what a user types: plural, singular, kind, short name, or 'plural.group'."""

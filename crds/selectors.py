@@ -322,9 +322,7 @@ def parse_field_selector(text: str | None) -> FieldSelector:
         raw = term.strip()
         m = re.match(r"^([^=!\s]+)\s*(==|!=|=)(.*)$", raw)
         if m is None or "\\" in m.group(1):
-            raise ValueError(
-                f"invalid field selector term {raw!r}: expected <path>=<value> or <path>!=<value>"
-            )
+            raise ValueError(f"invalid field selector term {raw!r}: expected <path>=<value> or <path>!=<value>")
         path, op, value = m.group(1), m.group(2), m.group(3).strip()
         reqs.append(FieldRequirement(path, "!=" if op == "!=" else "=", _unescape(value, raw)))
     return FieldSelector(tuple(reqs))

@@ -53,8 +53,7 @@ DNS1035_LABEL_ERR = (
     "start with an alphabetic character, and end with an alphanumeric character"
 )
 QUALIFIED_NAME_ERR = (
-    "must consist of alphanumeric characters, '-', '_' or '.', "
-    "and must start and end with an alphanumeric character"
+    "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"
 )
 LABEL_VALUE_ERR = (
     "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', "
@@ -118,8 +117,7 @@ def is_qualified_name(value: str) -> list[str]:
         errs.append("name part " + _max_len(DNS1123_LABEL_MAX))
     if name and not _QUALIFIED_NAME_RE.match(name):
         errs.append(
-            "name part "
-            + _regex_error(QUALIFIED_NAME_ERR, _QUALIFIED_NAME_FMT, "MyName", "my.name", "123-abc")
+            "name part " + _regex_error(QUALIFIED_NAME_ERR, _QUALIFIED_NAME_FMT, "MyName", "my.name", "123-abc")
         )
     return errs
 
@@ -288,9 +286,7 @@ def join_path(parts: Iterable[str | int], base: str = "") -> str:
 _TYPE_ERRORS = ("_type", "_parsing", "_from_float", "is_instance_of", "dict_type", "list_type", "model_type")
 
 
-def format_validation_error(
-    exc: pydantic.ValidationError, model: type[BaseModel] | None = None
-) -> list[FieldError]:
+def format_validation_error(exc: pydantic.ValidationError, model: type[BaseModel] | None = None) -> list[FieldError]:
     """pydantic errors as Kubernetes field errors (``spec.containers[0].image: Required value``).
 
     ``model`` defaults to the class that raised; it is needed to map Python names to JSON names.
@@ -344,9 +340,7 @@ def _name_checker(model: type[Resource]) -> typing.Callable[[str], list[str]]:
     return {"label": is_dns1123_label, "dns1035": is_dns1035_label}.get(fmt, is_dns1123_subdomain)
 
 
-def validate_name(
-    info_or_model: KindInfo | type[Resource], name: str, prefix: bool = False
-) -> list[FieldError]:
+def validate_name(info_or_model: KindInfo | type[Resource], name: str, prefix: bool = False) -> list[FieldError]:
     """Check ``metadata.name`` for a kind (or ``metadata.generateName`` when ``prefix``)."""
     model = info_or_model.model if isinstance(info_or_model, KindInfo) else info_or_model
     field = "metadata.generateName" if prefix else "metadata.name"
@@ -375,9 +369,7 @@ def validate_annotations(
         total += len(key) + len(value if isinstance(value, str) else "")
     if total > TOTAL_ANNOTATION_SIZE_LIMIT:
         errors.append(
-            FieldError(
-                field, f"Too long: must have at most {TOTAL_ANNOTATION_SIZE_LIMIT} bytes", "FieldValueTooLong"
-            )
+            FieldError(field, f"Too long: must have at most {TOTAL_ANNOTATION_SIZE_LIMIT} bytes", "FieldValueTooLong")
         )
     return errors
 
@@ -394,15 +386,11 @@ def validate_metadata(model: type[Resource], meta: Mapping[str, Any]) -> list[Fi
         errors += validate_name(model, generate_name, prefix=True)
     else:
         errors.append(
-            FieldError(
-                "metadata.name", "Required value: name or generateName is required", "FieldValueRequired"
-            )
+            FieldError("metadata.name", "Required value: name or generateName is required", "FieldValueRequired")
         )
     namespace = meta.get("namespace")
     if model.NAMESPACED and isinstance(namespace, str) and namespace:
-        errors += [
-            FieldError("metadata.namespace", invalid(namespace, m)) for m in is_dns1123_label(namespace)
-        ]
+        errors += [FieldError("metadata.namespace", invalid(namespace, m)) for m in is_dns1123_label(namespace)]
     labels, annotations = meta.get("labels"), meta.get("annotations")
     if isinstance(labels, Mapping):
         errors += validate_labels(labels)
@@ -431,9 +419,7 @@ class ValidationFailed(ValueError):
     def to_status(self, group: str = "") -> Status:
         """The ``Status`` body the API server returns (422, reason Invalid, one cause per error)."""
         causes = [StatusCause(reason=e.reason, message=e.message, field=e.field) for e in self.errors]
-        details = StatusDetails(
-            name=self.name or None, group=group or None, kind=self.kind or None, causes=causes
-        )
+        details = StatusDetails(name=self.name or None, group=group or None, kind=self.kind or None, causes=causes)
         return Status(message=self.message, reason="Invalid", details=details, code=422)
 
 

@@ -51,9 +51,7 @@ class ContainerManager:
     def dir(self, cid: str) -> Path:
         return self.state_root / cid
 
-    def create(
-        self, cid: str, cfg: ContainerConfig, log_path: Path | str, start: bool = False
-    ) -> ContainerStatus:
+    def create(self, cid: str, cfg: ContainerConfig, log_path: Path | str, start: bool = False) -> ContainerStatus:
         """Write the bundle and spawn the detached shim, which creates the container; returns once
         it exists (`created`, or `running` with start=True)."""
         d = self.dir(cid)

@@ -197,9 +197,7 @@ class BridgeNetwork:
         addr = self.ipam.allocations().get(pod_id)
         if addr is None or not (NETNS_DIR / ns).exists():
             return None
-        return Sandbox(
-            pod_id, ns, str(NETNS_DIR / ns), addr, self.prefixlen, self.ipam.gateway, self.veth_name(pod_id)
-        )
+        return Sandbox(pod_id, ns, str(NETNS_DIR / ns), addr, self.prefixlen, self.ipam.gateway, self.veth_name(pod_id))
 
     def sandboxes(self) -> list[str]:
         """Pod ids that have an address in this network (for cleanup after a restart)."""

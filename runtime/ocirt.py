@@ -37,9 +37,7 @@ class OciRuntime(Protocol):
 
     def argv(self, *args: str) -> list[str]: ...
 
-    def create(
-        self, cid: str, bundle: Path, pid_file: Path, stdout: Stdio = None, stderr: Stdio = None
-    ) -> None: ...
+    def create(self, cid: str, bundle: Path, pid_file: Path, stdout: Stdio = None, stderr: Stdio = None) -> None: ...
 
     def start(self, cid: str) -> None: ...
 
@@ -93,9 +91,7 @@ class CliRuntime:
             raise OciError(f"{self.name} {args[0]} failed ({proc.returncode}): {proc.stderr.strip()}")
         return proc.stdout
 
-    def create(
-        self, cid: str, bundle: Path, pid_file: Path, stdout: Stdio = None, stderr: Stdio = None
-    ) -> None:
+    def create(self, cid: str, bundle: Path, pid_file: Path, stdout: Stdio = None, stderr: Stdio = None) -> None:
         # stdout/stderr become the container's; they must be files or pipes someone drains, never
         # our own captured pipes (the container would hold them open and we'd wait forever).
         out = stdout if stdout is not None else subprocess.DEVNULL
@@ -185,9 +181,7 @@ def make_runtime(name: str, root: Path | str = DEFAULT_STATE_ROOT) -> CliRuntime
     return cls(root)
 
 
-def detect_runtime(
-    root: Path | str = DEFAULT_STATE_ROOT, prefer: tuple[str, ...] = ("crun", "runc")
-) -> CliRuntime:
+def detect_runtime(root: Path | str = DEFAULT_STATE_ROOT, prefer: tuple[str, ...] = ("crun", "runc")) -> CliRuntime:
     """The first runtime of `prefer` installed on the node: crun (faster start), else runc."""
     for name in prefer:
         if shutil.which(name) or os.path.exists(f"/usr/sbin/{name}"):

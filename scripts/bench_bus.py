@@ -38,9 +38,7 @@ TOKEN = "bench-token"
 CM = REGISTRY.for_model(ConfigMap)
 
 
-async def run_one(
-    label: str, lw: ListWatcher, store: ObjectStore, ns: str, n: int, lat_n: int
-) -> dict[str, Any]:
+async def run_one(label: str, lw: ListWatcher, store: ObjectStore, ns: str, n: int, lat_n: int) -> dict[str, Any]:
     # Delivery: the informer lists an empty namespace (rv0), we pause its watch by writing
     # first through a ListWatcher wrapper that starts the watch only when told.
     gate = asyncio.Event()
@@ -114,9 +112,7 @@ async def main(n: int, lat_n: int, memory: bool) -> None:
             # MemoryKV is single-loop: the API server must then share the bench's loop.
             return ApiServer(ObjectStore(make_kv(), REGISTRY), REGISTRY, token=TOKEN)
 
-        results = [
-            await run_one("etcd watch (StoreListWatcher)", StoreListWatcher(store), store, "bus", n, lat_n)
-        ]
+        results = [await run_one("etcd watch (StoreListWatcher)", StoreListWatcher(store), store, "bus", n, lat_n)]
         if memory:
             from kray.actors.apiserver.server import bind_socket, make_server
 
@@ -133,9 +129,7 @@ async def main(n: int, lat_n: int, memory: bool) -> None:
             url = thread.url
         async with AsyncClient(server=url, token=TOKEN) as client:
             results.append(
-                await run_one(
-                    "HTTP watch (ClientListWatcher)", ClientListWatcher(client), store, "http", n, lat_n
-                )
+                await run_one("HTTP watch (ClientListWatcher)", ClientListWatcher(client), store, "http", n, lat_n)
             )
         if memory:
             server.should_exit = True
@@ -155,9 +149,7 @@ async def main(n: int, lat_n: int, memory: bool) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", type=int, default=2000)
     parser.add_argument("--latency", type=int, default=200)
     parser.add_argument("--memory", action="store_true")

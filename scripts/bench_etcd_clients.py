@@ -171,9 +171,7 @@ def run_one(client: str, endpoint: str, n: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", type=int, default=500, help="writes per measurement")
     parser.add_argument("--endpoint", help="use this etcd instead of starting a fresh one")
     parser.add_argument("--client", choices=CLIENTS, help=argparse.SUPPRESS)  # child mode
@@ -213,9 +211,7 @@ def main() -> None:
         "aetcd": "aetcd (asyncio)",
     }
     for client, r in results.items():
-        print(
-            f"{names[client]:<28}{r['puts_per_s']:>10.0f}{r['watch_p50_ms']:>15.2f}{r['watch_p99_ms']:>15.2f}"
-        )
+        print(f"{names[client]:<28}{r['puts_per_s']:>10.0f}{r['watch_p50_ms']:>15.2f}{r['watch_p99_ms']:>15.2f}")
 
 
 if __name__ == "__main__":

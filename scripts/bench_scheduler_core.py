@@ -55,13 +55,9 @@ async def main() -> None:
     args = ap.parse_args()
     rng = random.Random(1)
     clock, binder = FakeClock(), FakeBinder()
-    schedulers = [
-        Scheduler(binder, clock=clock, shard=Shard(i, args.shards), seed=i) for i in range(args.shards)
-    ]
+    schedulers = [Scheduler(binder, clock=clock, shard=Shard(i, args.shards), seed=i) for i in range(args.shards)]
     for s in schedulers:
-        binder.listeners.append(
-            lambda kind, p, s=s: s.on_pod_update(p) if kind == "bound" else s.on_pod_delete(p)
-        )
+        binder.listeners.append(lambda kind, p, s=s: s.on_pod_update(p) if kind == "bound" else s.on_pod_delete(p))
     nodes = [make_node(i, rng) for i in range(args.nodes)]
     pods = [make_pod(i, rng) for i in range(args.pods)]
     t0 = time.perf_counter()

@@ -22,9 +22,7 @@ RAY_NAMESPACE = "kray"
 
 
 class ApiServerActor:
-    def __init__(
-        self, etcd_endpoint: str, host: str = "127.0.0.1", port: int = 6443, token: str | None = None
-    ) -> None:
+    def __init__(self, etcd_endpoint: str, host: str = "127.0.0.1", port: int = 6443, token: str | None = None) -> None:
         import kray.crds  # noqa: F401  (registers the built-in kinds)
         from kray.actors.store.etcd import EtcdKV
 
@@ -46,9 +44,7 @@ class ApiServerActor:
         self._thread.stop()
 
 
-def deploy_apiserver(
-    etcd_endpoint: str, host: str = "127.0.0.1", port: int = 6443, token: str | None = None
-) -> Any:
+def deploy_apiserver(etcd_endpoint: str, host: str = "127.0.0.1", port: int = 6443, token: str | None = None) -> Any:
     """Create (or find) the detached API server actor on this node; returns its handle."""
     node_id = ray.get_runtime_context().get_node_id()
     remote_cls = ray.remote(ApiServerActor)

@@ -103,9 +103,7 @@ class NamespaceLifecycle:
         info = request.kind
         if request.operation == "DELETE" and info.group == "" and info.kind == "Namespace":
             if request.name in PROTECTED_NAMESPACES:
-                raise AdmissionDenied(
-                    f'namespaces "{request.name}" is forbidden: this namespace may not be deleted'
-                )
+                raise AdmissionDenied(f'namespaces "{request.name}" is forbidden: this namespace may not be deleted')
             return
         if request.operation != "CREATE" or not info.namespaced or not request.namespace:
             return

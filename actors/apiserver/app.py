@@ -54,9 +54,7 @@ class _Target:
 
     __slots__ = ("info", "name", "namespace", "subresource", "watch")
 
-    def __init__(
-        self, info: KindInfo, namespace: str | None, name: str | None, subresource: str, watch: bool
-    ) -> None:
+    def __init__(self, info: KindInfo, namespace: str | None, name: str | None, subresource: str, watch: bool) -> None:
         self.info, self.namespace, self.name, self.subresource, self.watch = (
             info,
             namespace,
@@ -111,9 +109,7 @@ class ApiServer:
             Route("/api/{version}", self._legacy_resources),
             Route("/apis/{group}/{version}", self._group_resources),
             Route("/api/{version}/{rest:path}", self._legacy_endpoint, methods=[*_ITEM_METHODS, "POST"]),
-            Route(
-                "/apis/{group}/{version}/{rest:path}", self._group_endpoint, methods=[*_ITEM_METHODS, "POST"]
-            ),
+            Route("/apis/{group}/{version}/{rest:path}", self._group_endpoint, methods=[*_ITEM_METHODS, "POST"]),
         ]
         self.starlette = Starlette(routes=routes, lifespan=self._lifespan)
         self.app: ASGIApp = _strip_trailing_slash(BearerAuth(self.starlette, token))
@@ -200,9 +196,7 @@ class ApiServer:
         p = request.path_params
         return await self._endpoint(request, p["group"], p["version"], p["rest"])
 
-    async def _endpoint(
-        self, request: Request, group: str, version: str, rest: str
-    ) -> Response | WatchResponse:
+    async def _endpoint(self, request: Request, group: str, version: str, rest: str) -> Response | WatchResponse:
         try:
             target = self._resolve(group, version, rest)
             return await self._dispatch(request, target)
@@ -280,9 +274,7 @@ class ApiServer:
             if content_type not in PATCH_TYPES:
                 raise errors.unsupported_media_type(content_type, PATCH_TYPES)
             patch = parse_json(await read_body(request, self.max_object_bytes))
-            return _object_response(
-                await h.patch(t.info, t.namespace, t.name, content_type, patch, t.subresource)
-            )
+            return _object_response(await h.patch(t.info, t.namespace, t.name, content_type, patch, t.subresource))
         if method == "DELETE" and not t.subresource:
             options = await delete_options(request, self.max_object_bytes)
             return _object_response(await h.delete(t.info, t.namespace, t.name, options))
@@ -297,9 +289,7 @@ class ApiServer:
         if flt is None:
             items = [with_resource_version(kv.value, kv.mod_revision) for kv in kvs]
         else:
-            items = [
-                with_resource_version(kv.value, kv.mod_revision) for kv in kvs if flt.matches_json(kv.value)
-            ]
+            items = [with_resource_version(kv.value, kv.mod_revision) for kv in kvs if flt.matches_json(kv.value)]
         return Response(list_body(t.info, items, revision), media_type=errors.JSON)
 
     def _watch(self, request: Request, t: _Target, field_name: str | None = None) -> WatchResponse:

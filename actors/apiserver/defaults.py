@@ -37,9 +37,7 @@ def _initial_status(info: KindInfo, data: dict[str, Any]) -> None:
         data.pop("status", None)
 
 
-def default_create(
-    info: KindInfo, data: dict[str, Any], namespace: str | None, clock: Callable[[], datetime]
-) -> None:
+def default_create(info: KindInfo, data: dict[str, Any], namespace: str | None, clock: Callable[[], datetime]) -> None:
     """Fill server-owned metadata in ``data`` for a create (name rules are validate_object's).
 
     Raises ValueError (400 BadRequest) when the body's namespace contradicts the URL's.
@@ -48,9 +46,7 @@ def default_create(
     if info.namespaced:
         body_ns = meta.get("namespace")
         if body_ns and namespace and body_ns != namespace:
-            raise ValueError(
-                "the namespace of the provided object does not match the namespace sent on the request"
-            )
+            raise ValueError("the namespace of the provided object does not match the namespace sent on the request")
         meta["namespace"] = namespace or body_ns
     else:
         meta.pop("namespace", None)

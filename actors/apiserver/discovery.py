@@ -97,9 +97,7 @@ def _resources(info: KindInfo) -> list[dict[str, Any]]:
 
 
 def api_resource_list(registry: Registry, group: str, version: str) -> dict[str, Any] | None:
-    infos = sorted(
-        (i for i in registry.all() if i.group == group and i.version == version), key=lambda i: i.plural
-    )
+    infos = sorted((i for i in registry.all() if i.group == group and i.version == version), key=lambda i: i.plural)
     if not infos:
         return None
     return {

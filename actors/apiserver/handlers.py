@@ -38,13 +38,10 @@ def check_type_meta(info: KindInfo, data: dict[str, Any]) -> None:
     api_version, kind = data.get("apiVersion"), data.get("kind")
     if api_version and api_version != info.api_version:
         raise errors.bad_request(
-            f"the API version in the data ({api_version}) does not match the expected API version "
-            f"({info.api_version})"
+            f"the API version in the data ({api_version}) does not match the expected API version ({info.api_version})"
         )
     if kind and kind != info.kind:
-        raise errors.bad_request(
-            f"the kind in the data ({kind}) does not match the expected kind ({info.kind})"
-        )
+        raise errors.bad_request(f"the kind in the data ({kind}) does not match the expected kind ({info.kind})")
     data["apiVersion"], data["kind"] = info.api_version, info.kind
 
 
@@ -95,9 +92,7 @@ class Handlers:
             raise errors.namespace_not_found(exc.namespace) from None
         except AdmissionDenied as exc:
             if exc.code == 422:
-                raise errors.invalid(
-                    request.kind, request.name, [("", exc.message, "FieldValueInvalid")]
-                ) from None
+                raise errors.invalid(request.kind, request.name, [("", exc.message, "FieldValueInvalid")]) from None
             reason = {400: "BadRequest", 404: "NotFound", 409: "Conflict"}.get(exc.code, "Forbidden")
             raise errors.ApiError(exc.code, reason, exc.message) from None
         return request.object
@@ -281,9 +276,7 @@ class Handlers:
 
     # ---- delete ----
 
-    async def _delete_now(
-        self, info: KindInfo, namespace: str | None, name: str, expected_rv: str | None
-    ) -> Resource:
+    async def _delete_now(self, info: KindInfo, namespace: str | None, name: str, expected_rv: str | None) -> Resource:
         try:
             deleted = await self.store.delete(info, namespace, name, expected_resource_version=expected_rv)
         except StoreError as exc:
@@ -304,9 +297,7 @@ class Handlers:
         grace = spec.get("terminationGracePeriodSeconds")
         return _DEFAULT_POD_GRACE if grace is None else int(grace)
 
-    async def delete(
-        self, info: KindInfo, namespace: str | None, name: str, options: dict[str, Any]
-    ) -> Resource:
+    async def delete(self, info: KindInfo, namespace: str | None, name: str, options: dict[str, Any]) -> Resource:
         """Delete, or mark for deletion (finalizers, graceful pods, namespaces); returns the object."""
         pre = options.get("preconditions") or {}
         grace_opt = options.get("gracePeriodSeconds")
@@ -315,9 +306,7 @@ class Handlers:
             current = await self.get(info, namespace, name)
             meta = current.metadata
             if pre.get("uid") and pre["uid"] != meta.uid:
-                why = (
-                    f"Precondition failed: UID in precondition: {pre['uid']}, UID in object meta: {meta.uid}"
-                )
+                why = f"Precondition failed: UID in precondition: {pre['uid']}, UID in object meta: {meta.uid}"
                 raise errors.conflict(info, name, why)
             if pre.get("resourceVersion") and pre["resourceVersion"] != meta.resource_version:
                 why = (
@@ -325,9 +314,7 @@ class Handlers:
                     f"ResourceVersion in object meta: {meta.resource_version}"
                 )
                 raise errors.conflict(info, name, why)
-            await self._admit(
-                AdmissionRequest("DELETE", info, namespace, name, None, current, options=options)
-            )
+            await self._admit(AdmissionRequest("DELETE", info, namespace, name, None, current, options=options))
             data = current.to_dict()
             finalizers = list(meta.finalizers or [])
             # Like Kubernetes, non-background propagation is carried out by the garbage
@@ -357,9 +344,7 @@ class Handlers:
             return updated
         raise errors.conflict(info, name)
 
-    def _mark_deleting(
-        self, info: KindInfo, data: dict[str, Any], current: Resource, grace: int
-    ) -> Resource | None:
+    def _mark_deleting(self, info: KindInfo, data: dict[str, Any], current: Resource, grace: int) -> Resource | None:
         meta = data["metadata"]
         now = self.clock()
         old_grace = current.metadata.deletion_grace_period_seconds

@@ -146,9 +146,7 @@ def json_patch(doc: Any, operations: Any) -> Any:
             doc = _remove(doc, path)
         elif kind == "replace":
             _get(doc, path)  # the target must exist
-            doc = (
-                _add(_remove(doc, path), path, copy.deepcopy(op["value"])) if _pointer(path) else op["value"]
-            )
+            doc = _add(_remove(doc, path), path, copy.deepcopy(op["value"])) if _pointer(path) else op["value"]
         elif kind in ("move", "copy"):
             source = op.get("from")
             if not isinstance(source, str):

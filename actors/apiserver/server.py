@@ -55,9 +55,7 @@ def make_server(api: ApiServer, *, log_level: str = "warning", **config: Any) ->
     return _Server(cfg, api)
 
 
-async def serve(
-    api: ApiServer, host: str = "127.0.0.1", port: int = 6443, *, log_level: str = "warning"
-) -> None:
+async def serve(api: ApiServer, host: str = "127.0.0.1", port: int = 6443, *, log_level: str = "warning") -> None:
     """Serve until cancelled or until the server is told to exit (inside a running loop)."""
     sock = bind_socket(host, port)
     server = make_server(api, log_level=log_level)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from kray.actors.store.kv import CompactedError, KVEvent, StoreError
 from kray.actors.store.objects import ObjectStore
@@ -117,7 +118,8 @@ async def watch_stream(
             if pending is None:
                 pending = asyncio.ensure_future(events.__anext__())
             wait = min(remaining, params.bookmark_interval) if params.bookmarks else remaining
-            done, _ = await asyncio.wait({pending, stop}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            waiting: set[asyncio.Future[Any]] = {pending, stop}
+            done, _ = await asyncio.wait(waiting, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
             if stop in done:
                 return
             if pending not in done:

@@ -116,9 +116,7 @@ class ControllerBuilder:
             if info is not None:
                 resolved.append((w, info))
             if w.role == "watches" and not callable(w.mapper):
-                problems.append(
-                    f"watches({getattr(w.kind, '__name__', w.kind)}): the mapper must be callable"
-                )
+                problems.append(f"watches({getattr(w.kind, '__name__', w.kind)}): the mapper must be callable")
         for_info = next((i for w, i in resolved if w.role == "for"), None)
         if not fors and any(w.role == "owns" for w in self._watches):
             problems.append("owns() needs for_(): owned objects map to keys of the For kind")
@@ -138,9 +136,7 @@ class ControllerBuilder:
         if fn is None or not inspect.iscoroutinefunction(fn):
             problems.append(f"{reconciler!r} has no `async def reconcile(self, request) -> Result`")
         if problems:
-            raise BuilderError(
-                "invalid controller " + repr(name or "?") + ":\n  - " + "\n  - ".join(problems)
-            )
+            raise BuilderError("invalid controller " + repr(name or "?") + ":\n  - " + "\n  - ".join(problems))
         return name, for_info, resolved
 
     def complete(self, reconciler: Reconciler) -> Controller:

@@ -110,9 +110,7 @@ class Indexer:
     def keys(self) -> builtins.list[str]:
         return list(self._items)
 
-    def list(
-        self, namespace: str | None = None, label_selector: str | None = None
-    ) -> builtins.list[Resource]:
+    def list(self, namespace: str | None = None, label_selector: str | None = None) -> builtins.list[Resource]:
         if namespace:
             keys = self._indexes[NAMESPACE_INDEX].get(namespace, set())
             items = [self._items[k] for k in sorted(keys)]

@@ -27,9 +27,7 @@ log = logging.getLogger(__name__)
 
 
 class Controller:
-    def __init__(
-        self, name: str, reconciler: Reconciler, *, workers: int = 1, clock: Clock | None = None
-    ) -> None:
+    def __init__(self, name: str, reconciler: Reconciler, *, workers: int = 1, clock: Clock | None = None) -> None:
         self.name = name
         self.reconciler = reconciler
         self.workers = workers
@@ -101,9 +99,7 @@ class Controller:
                 self.queue.forget(request)
         finally:
             self.queue.done(request)
-            log.debug(
-                "%s: reconciled %s in %.1fms", self.name, request, (time.perf_counter() - started) * 1e3
-            )
+            log.debug("%s: reconciled %s in %.1fms", self.name, request, (time.perf_counter() - started) * 1e3)
 
     async def _worker(self) -> None:
         while True:

@@ -64,9 +64,7 @@ class Manager:
         key = (info.api_version, info.kind, ns)
         informer = self.informers.get(key)
         if informer is None:
-            informer = Informer(
-                self.list_watcher, info, ns, clock=self.clock, resync_period=self.resync_period
-            )
+            informer = Informer(self.list_watcher, info, ns, clock=self.clock, resync_period=self.resync_period)
             self.informers[key] = informer
             if self._informers_started:
                 informer.start()

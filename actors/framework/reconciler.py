@@ -59,9 +59,7 @@ class AlreadyOwnedError(ValueError):
     """The object already has a different controller owner."""
 
 
-def owner_reference(
-    owner: Resource, *, controller: bool = True, block_owner_deletion: bool = True
-) -> OwnerReference:
+def owner_reference(owner: Resource, *, controller: bool = True, block_owner_deletion: bool = True) -> OwnerReference:
     if not owner.metadata.uid:
         raise ValueError(f"{owner.kind} {owner.name!r} has no uid (was it read from the server?)")
     return OwnerReference(
@@ -83,18 +81,12 @@ def controller_of(obj: Resource) -> OwnerReference | None:
 
 def set_controller_reference(owner: Resource, obj: Resource) -> None:
     """Make ``owner`` the controller of ``obj`` (the garbage collector deletes ``obj`` with it)."""
-    if (
-        owner.metadata.namespace
-        and obj.metadata.namespace
-        and owner.metadata.namespace != obj.metadata.namespace
-    ):
+    if owner.metadata.namespace and obj.metadata.namespace and owner.metadata.namespace != obj.metadata.namespace:
         raise ValueError("a namespaced owner must be in the same namespace as its dependent")
     ref = owner_reference(owner)
     current = controller_of(obj)
     if current is not None and current.uid != ref.uid:
-        raise AlreadyOwnedError(
-            f"{obj.kind} {obj.name!r} is already controlled by {current.kind} {current.name!r}"
-        )
+        raise AlreadyOwnedError(f"{obj.kind} {obj.name!r} is already controlled by {current.kind} {current.name!r}")
     refs = [r for r in obj.metadata.owner_references or () if r.uid != ref.uid]
     obj.metadata.owner_references = [*refs, ref]
 
@@ -211,9 +203,7 @@ class EventRecorder:
             log.warning("could not record event %s/%s on %s %s: %s", type_, reason, obj.kind, obj.name, exc)
             return None
 
-    async def _record(
-        self, obj: Resource, type_: Literal["Normal", "Warning"], reason: str, message: str
-    ) -> Event:
+    async def _record(self, obj: Resource, type_: Literal["Normal", "Warning"], reason: str, message: str) -> Event:
         from kray.client.errors import Conflict, NotFound
 
         now = self.clock.now()

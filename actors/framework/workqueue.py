@@ -47,9 +47,7 @@ class ExponentialBackoff(Generic[K]):
 
 
 class WorkQueue(Generic[K]):
-    def __init__(
-        self, *, clock: Clock | None = None, rate_limiter: ExponentialBackoff[K] | None = None
-    ) -> None:
+    def __init__(self, *, clock: Clock | None = None, rate_limiter: ExponentialBackoff[K] | None = None) -> None:
         self.clock: Clock = clock or SystemClock()
         self.rate_limiter: ExponentialBackoff[K] = rate_limiter or ExponentialBackoff()
         self._queue: deque[K] = deque()

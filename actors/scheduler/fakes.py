@@ -42,13 +42,9 @@ class FakeBinder:
         if node is None:
             return Status.error(f'nodes "{node_name}" not found')
         info = PodInfo.of(pod)
-        if len(node.pods) >= node.allowed_pods or any(
-            v > node.free(name) for name, v in info.requests.items()
-        ):
+        if len(node.pods) >= node.allowed_pods or any(v > node.free(name) for name, v in info.requests.items()):
             self.conflicts += 1
-            return Status.error(
-                f"Operation cannot be fulfilled on nodes {node_name!r}: would overcommit the node"
-            )
+            return Status.error(f"Operation cannot be fulfilled on nodes {node_name!r}: would overcommit the node")
         node.add_pod(info)
         self.bound[key] = node_name
         spec = pod.spec.model_copy(update={"node_name": node_name})
@@ -78,8 +74,7 @@ class FakeBinder:
         return [
             n.name
             for n in self.nodes.values()
-            if len(n.pods) > n.allowed_pods
-            or any(v > n.allocatable.get(r, 0) for r, v in n.requested.items())
+            if len(n.pods) > n.allowed_pods or any(v > n.allocatable.get(r, 0) for r, v in n.requested.items())
         ]
 
 

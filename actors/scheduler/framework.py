@@ -159,9 +159,7 @@ def _call(plugin: Any, method: str, *args: Any) -> Any:
 class Framework:
     """Runs a profile's plugins at each extension point. Also the Handle plugins are given."""
 
-    def __init__(
-        self, cache: SchedulerCache, snapshot: Snapshot, clock: Clock, binder: Binder | None = None
-    ) -> None:
+    def __init__(self, cache: SchedulerCache, snapshot: Snapshot, clock: Clock, binder: Binder | None = None) -> None:
         self.cache, self.snapshot, self.clock, self.binder = cache, snapshot, clock, binder
         self.plugins: list[Any] = []
         self.weights: dict[str, int] = {}

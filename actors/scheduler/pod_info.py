@@ -54,9 +54,7 @@ class AffinityTerm:
             namespaces = frozenset((own_namespace,))
         # A missing labelSelector matches no pods (Kubernetes); an impossible selector models that.
         selector = (
-            term.label_selector.to_selector()
-            if term.label_selector is not None
-            else Selector(requirements=(_NEVER,))
+            term.label_selector.to_selector() if term.label_selector is not None else Selector(requirements=(_NEVER,))
         )
         return cls(selector, namespaces, term.topology_key, weight)
 
@@ -116,15 +114,9 @@ class PodInfo:
             priority=spec.priority or 0,
             host_ports=ports,
             group=labels.get(POD_GROUP_LABEL),
-            required_affinity=_terms(
-                pa.required_during_scheduling_ignored_during_execution if pa else None, ns
-            ),
-            required_anti_affinity=_terms(
-                paa.required_during_scheduling_ignored_during_execution if paa else None, ns
-            ),
-            preferred_affinity=_weighted(
-                pa.preferred_during_scheduling_ignored_during_execution if pa else None, ns
-            ),
+            required_affinity=_terms(pa.required_during_scheduling_ignored_during_execution if pa else None, ns),
+            required_anti_affinity=_terms(paa.required_during_scheduling_ignored_during_execution if paa else None, ns),
+            preferred_affinity=_weighted(pa.preferred_during_scheduling_ignored_during_execution if pa else None, ns),
             preferred_anti_affinity=_weighted(
                 paa.preferred_during_scheduling_ignored_during_execution if paa else None, ns
             ),

@@ -186,9 +186,7 @@ class SchedulingQueue:
             if self.backoff.get(q.key) is q and q.seq == seq:
                 del self.backoff[q.key]
                 self._push_active(q)
-        stale = [
-            q for q in self.unschedulable.values() if now - q.unschedulable_since >= self.max_unschedulable
-        ]
+        stale = [q for q in self.unschedulable.values() if now - q.unschedulable_since >= self.max_unschedulable]
         for q in stale:
             del self.unschedulable[q.key]
             self._requeue(q)

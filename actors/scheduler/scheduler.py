@@ -63,9 +63,7 @@ def fit_error_message(total: int, statuses: dict[str, Status], pre_filter: str =
         return f"0/{total} nodes are available: {pre_filter}."
     counts = Counter(r for s in statuses.values() for r in s.reasons)
     parts = [f"{n} {reason}" for reason, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
-    return (
-        f"0/{total} nodes are available: {', '.join(parts)}." if parts else f"0/{total} nodes are available."
-    )
+    return f"0/{total} nodes are available: {', '.join(parts)}." if parts else f"0/{total} nodes are available."
 
 
 class Scheduler:

@@ -248,9 +248,7 @@ class EtcdKV:
         raw = key.encode()
         req = rpc_pb2.TxnRequest(
             compare=[self._guard(raw, expected_mod_revision)],
-            success=[
-                rpc_pb2.RequestOp(request_delete_range=rpc_pb2.DeleteRangeRequest(key=raw, prev_kv=True))
-            ],
+            success=[rpc_pb2.RequestOp(request_delete_range=rpc_pb2.DeleteRangeRequest(key=raw, prev_kv=True))],
             failure=[rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=raw, keys_only=True))],
         )
         resp = await self._txn(req, f"delete {key}")

@@ -47,9 +47,7 @@ class ConfigMap(Resource):
         errors = _key_errors("data", self.data) + _key_errors("binaryData", self.binary_data)
         for key, value in (self.binary_data or {}).items():
             if self.data and key in self.data:
-                errors.append(
-                    ("binaryData", invalid(key, "duplicate of key present in data"), "FieldValueInvalid")
-                )
+                errors.append(("binaryData", invalid(key, "duplicate of key present in data"), "FieldValueInvalid"))
             try:
                 _decode(value)
             except (binascii.Error, ValueError):

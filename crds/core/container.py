@@ -143,9 +143,7 @@ def _check_one_handler(obj: KrayModel, names: tuple[str, ...]) -> None:
     if count == 0:
         raise FieldValueError.one("Required value: must specify a handler type", "FieldValueRequired")
     if count > 1:
-        raise FieldValueError.one(
-            "Forbidden: may not specify more than 1 handler type", "FieldValueForbidden"
-        )
+        raise FieldValueError.one("Forbidden: may not specify more than 1 handler type", "FieldValueForbidden")
 
 
 class Probe(KrayModel):

@@ -175,15 +175,9 @@ class Toleration(KrayModel):
         return (self.value or "") == (taint.value or "")
 
 
-def tolerates_all(
-    tolerations: list[Toleration] | None, taints: list[Taint] | None, effects: tuple[str, ...]
-) -> bool:
+def tolerates_all(tolerations: list[Toleration] | None, taints: list[Taint] | None, effects: tuple[str, ...]) -> bool:
     """Whether every taint with one of ``effects`` is tolerated (the scheduler uses NoSchedule/NoExecute)."""
-    return all(
-        any(t.tolerates(taint) for t in tolerations or [])
-        for taint in taints or []
-        if taint.effect in effects
-    )
+    return all(any(t.tolerates(taint) for t in tolerations or []) for taint in taints or [] if taint.effect in effects)
 
 
 class TopologySpreadConstraint(KrayModel):

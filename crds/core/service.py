@@ -77,9 +77,7 @@ class ServiceSpec(KrayModel):
         if len(ports) > 1:
             # Endpoints and DNS SRV records refer to ports by name once there is more than one.
             errors += [
-                (f"ports[{i}].name", "Required value", "FieldValueRequired")
-                for i, p in enumerate(ports)
-                if not p.name
+                (f"ports[{i}].name", "Required value", "FieldValueRequired") for i, p in enumerate(ports) if not p.name
             ]
         errors += check_unique((f"ports[{i}].name", p.name) for i, p in enumerate(ports) if p.name)
         if self.type == "ClusterIP":

@@ -113,9 +113,7 @@ class Volume(KrayModel):
         if count == 0:
             raise FieldValueError.one("Required value: must specify a volume type", "FieldValueRequired")
         if count > 1:
-            raise FieldValueError.one(
-                "Forbidden: may not specify more than 1 volume type", "FieldValueForbidden"
-            )
+            raise FieldValueError.one("Forbidden: may not specify more than 1 volume type", "FieldValueForbidden")
         return self
 
     @property

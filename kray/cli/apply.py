@@ -145,9 +145,7 @@ def _run(files: tuple[str, ...], recursive: bool, namespace: str | None, create_
             raise CliError(failures[-1])
 
 
-_files = click.option(
-    "-f", "--filename", "files", multiple=True, required=True, help="File, directory or - (stdin)."
-)
+_files = click.option("-f", "--filename", "files", multiple=True, required=True, help="File, directory or - (stdin).")
 _recursive = click.option("-R", "--recursive", is_flag=True, help="Descend into directories.")
 _namespace = click.option("-n", "--namespace", help="Namespace for objects that do not name one.")
 

@@ -49,8 +49,7 @@ def _targets(
         return [(refs[0], name, namespace) for name in names]
     if not (selector or all_):
         raise CliError(
-            "resource(s) were provided, but no name was specified "
-            f'(use -l or --all to delete many "{args[0]}")'
+            f'resource(s) were provided, but no name was specified (use -l or --all to delete many "{args[0]}")'
         )
     out = []
     for ref in refs:

@@ -187,9 +187,7 @@ def _watch(
             elif output == "name":
                 click.echo(printers.object_name(ref, obj))
             else:
-                header, rows = printers.table_rows(
-                    ref, [obj], output == "wide", all_namespaces and ref.namespaced
-                )
+                header, rows = printers.table_rows(ref, [obj], output == "wide", all_namespaces and ref.namespaced)
                 # Keep columns steady across events: never narrower than the first row printed.
                 new = printers.column_widths(header, rows)
                 widths = [max(a, b) for a, b in zip(widths, new, strict=False)] if widths else new

@@ -9,9 +9,7 @@ from .common import make_client
 
 
 @click.command("api-resources")
-@click.option(
-    "--namespaced", type=bool, default=None, help="Only namespaced (true) or cluster-scoped (false)."
-)
+@click.option("--namespaced", type=bool, default=None, help="Only namespaced (true) or cluster-scoped (false).")
 @click.option("--api-group", help="Only resources of this API group ('' for core).")
 @click.option("-o", "--output", type=click.Choice(["wide", "name"]), help="Output format.")
 def api_resources_cmd(namespaced: bool | None, api_group: str | None, output: str | None) -> None:

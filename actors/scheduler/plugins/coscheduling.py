@@ -56,9 +56,7 @@ class Coscheduling:
     ) -> tuple[PostFilterResult | None, Status]:
         if not pod.group_key:
             return None, Status.unschedulable()
-        rejected = self._reject_siblings(
-            pod, f"sibling {pod.name} of PodGroup {pod.group_key} is unschedulable"
-        )
+        rejected = self._reject_siblings(pod, f"sibling {pod.name} of PodGroup {pod.group_key} is unschedulable")
         return None, Status.unschedulable(
             f"PodGroup {pod.group_key} gets rejected due to Pod {pod.name} is unschedulable "
             f"({rejected} waiting member(s) released)"
@@ -82,9 +80,7 @@ class Coscheduling:
                     wp.allow(NAME)
             return SUCCESS, 0.0
         timeout = float(pg.spec.schedule_timeout_seconds or self.default_timeout)
-        return Status.wait(
-            f"waiting for {pg.spec.min_member - placed} more member(s) of {pod.group_key}"
-        ), timeout
+        return Status.wait(f"waiting for {pg.spec.min_member - placed} more member(s) of {pod.group_key}"), timeout
 
     def _reject_siblings(self, pod: PodInfo, message: str) -> int:
         n = 0

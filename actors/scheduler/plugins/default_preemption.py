@@ -51,9 +51,7 @@ class DefaultPreemption:
             return None, Status.unschedulable("preemption: no node where evicting lower-priority pods helps")
         return PostFilterResult(best[1], best[2]), Status()
 
-    def _victims(
-        self, state: CycleState, pod: PodInfo, node: NodeInfo, filters: list[Any]
-    ) -> list[PodInfo] | None:
+    def _victims(self, state: CycleState, pod: PodInfo, node: NodeInfo, filters: list[Any]) -> list[PodInfo] | None:
         lower = sorted((p for p in node.pods.values() if p.priority < pod.priority), key=lambda p: p.priority)
         if not lower:
             return None

@@ -43,9 +43,7 @@ class _Constraint:
         return min(self.counts.values(), default=0)
 
 
-def _compile(
-    pod: PodInfo, constraints: list[TopologySpreadConstraint], nodes: list[NodeInfo]
-) -> list[_Constraint]:
+def _compile(pod: PodInfo, constraints: list[TopologySpreadConstraint], nodes: list[NodeInfo]) -> list[_Constraint]:
     out = []
     eligible = [n for n in nodes if matches_required(pod, n)]
     for c in constraints:
@@ -55,9 +53,7 @@ def _compile(
             value = topology_value(node.labels, node.name, c.topology_key)
             if value is None:
                 continue
-            n = sum(
-                1 for p in node.pods.values() if p.namespace == pod.namespace and selector.matches(p.labels)
-            )
+            n = sum(1 for p in node.pods.values() if p.namespace == pod.namespace and selector.matches(p.labels))
             counts[value] = counts.get(value, 0) + n
         self_match = 1 if selector.matches(pod.labels) else 0
         out.append(_Constraint(c.max_skew, c.topology_key, selector, self_match, c.min_domains or 1, counts))

@@ -42,9 +42,7 @@ class TaintToleration:
     def score(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> int:
         if not node.taints:
             return 0
-        tolerations = [
-            t for t in pod.pod.spec.tolerations or [] if t.effect in (None, "", "PreferNoSchedule")
-        ]
+        tolerations = [t for t in pod.pod.spec.tolerations or [] if t.effect in (None, "", "PreferNoSchedule")]
         return sum(
             1
             for taint in node.taints

@@ -132,9 +132,7 @@ def test_watch_stream(v1: k8s.CoreV1Api, namespace: str) -> None:
 
 
 def test_discovery(server: ServerThread, v1: k8s.CoreV1Api) -> None:
-    with k8s.ApiClient(
-        k8s.Configuration(host=server.url, api_key={"authorization": f"Bearer {TOKEN}"})
-    ) as api_client:
+    with k8s.ApiClient(k8s.Configuration(host=server.url, api_key={"authorization": f"Bearer {TOKEN}"})) as api_client:
         versions = k8s.CoreApi(api_client).get_api_versions()
         assert versions.versions == ["v1"]
         resources = v1.get_api_resources()

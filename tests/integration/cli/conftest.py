@@ -65,9 +65,7 @@ def api_server() -> Iterator[Served]:
 
 
 @pytest.fixture
-def cli_env(
-    api_server: Served, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
-) -> dict:
+def cli_env(api_server: Served, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Environment pointing the CLI at the test server (and away from any real ~/.kray)."""
     env = {
         "KRAY_SERVER": api_server.url,

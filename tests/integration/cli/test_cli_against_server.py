@@ -86,9 +86,7 @@ def test_apply_get_describe_delete_roundtrip(ns: str, tmp_path: Path) -> None:
     assert obj["spec"]["containers"][0]["image"] == "nginx:2"
     assert kray("get", "pods", "-n", ns, "-o", "name").stdout == "pod/web\n"
     assert "kind: List" in kray("get", "pods", "-n", ns, "-o", "yaml").stdout
-    assert (
-        kray("get", "pods", "-n", ns, "-l", "app=nope").stderr == f"No resources found in {ns} namespace.\n"
-    )
+    assert kray("get", "pods", "-n", ns, "-l", "app=nope").stderr == f"No resources found in {ns} namespace.\n"
 
     described = kray("describe", "pod", "web", "-n", ns).stdout
     for needle in ("Name:         web", f"Namespace:    {ns}", "Labels:       app=web", "Image:", "Events:"):
@@ -167,17 +165,13 @@ BAD_INPUTS: list[tuple[list[str], str, str]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("args", "message", "_file"), BAD_INPUTS, ids=[" ".join(a) for a, _, _ in BAD_INPUTS]
-)
+@pytest.mark.parametrize(("args", "message", "_file"), BAD_INPUTS, ids=[" ".join(a) for a, _, _ in BAD_INPUTS])
 def test_bad_input_is_one_error_line_and_nothing_written(
     ns: str, tmp_path: Path, args: list[str], message: str, _file: str
 ) -> None:
     good = POD.format(name="first", app="a", image="x")
     files = {
-        "broken": write(
-            tmp_path, "broken.yaml", good, "apiVersion: v1\nkind: Pod\nmetadata:\n  labels: [x\n"
-        ),
+        "broken": write(tmp_path, "broken.yaml", good, "apiVersion: v1\nkind: Pod\nmetadata:\n  labels: [x\n"),
         "bad3": write(
             tmp_path,
             "bad3.yaml",
@@ -185,9 +179,7 @@ def test_bad_input_is_one_error_line_and_nothing_written(
             CONFIGMAP,
             "apiVersion: v1\nkind: Pod\nmetadata: {name: bad}\nspec: {}\n",
         ),
-        "unknown": write(
-            tmp_path, "unknown.yaml", good, "apiVersion: foo.io/v1\nkind: Foo\nmetadata: {name: f}\n"
-        ),
+        "unknown": write(tmp_path, "unknown.yaml", good, "apiVersion: foo.io/v1\nkind: Foo\nmetadata: {name: f}\n"),
     }
     r = kray(*[a.format(**files) for a in args], "-n", ns)
     assert r.exit_code == 1
@@ -200,16 +192,12 @@ def test_bad_input_is_one_error_line_and_nothing_written(
 
 def run_kray(env: dict[str, str], *args: str, **extra: Any) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, **env}
-    return subprocess.run(
-        [str(KRAY), *args], env=full_env, capture_output=True, text=True, timeout=60, **extra
-    )
+    return subprocess.run([str(KRAY), *args], env=full_env, capture_output=True, text=True, timeout=60, **extra)
 
 
 def test_installed_console_script(cli_env: dict[str, str], ns: str) -> None:
     assert KRAY.exists(), "run `.venv/bin/pip install -e .` to install the kray console script"
-    applied = run_kray(
-        cli_env, "apply", "-f", "-", "-n", ns, input=POD.format(name="web", app="web", image="x")
-    )
+    applied = run_kray(cli_env, "apply", "-f", "-", "-n", ns, input=POD.format(name="web", app="web", image="x"))
     assert applied.returncode == 0 and applied.stdout == "pod/web created\n", applied.stderr
 
     timings = []
@@ -218,9 +206,7 @@ def test_installed_console_script(cli_env: dict[str, str], ns: str) -> None:
         got = run_kray(cli_env, "get", "pods", "-n", ns)
         timings.append(time.perf_counter() - start)
         assert got.returncode == 0 and got.stdout.splitlines()[1].startswith("web ")
-    print(
-        f"\n`kray get pods` wall time: best {min(timings) * 1000:.0f} ms, worst {max(timings) * 1000:.0f} ms"
-    )
+    print(f"\n`kray get pods` wall time: best {min(timings) * 1000:.0f} ms, worst {max(timings) * 1000:.0f} ms")
 
     missing = run_kray(cli_env, "get", "pod", "nope", "-n", ns)
     assert missing.returncode == 1 and missing.stderr == 'error: pods "nope" not found\n'

@@ -29,9 +29,7 @@ def _lines(log: str, stream: str = "stdout") -> list[str]:
 
 
 def test_busybox_container(node):
-    cfg = node.config(
-        "c1", ["sh", "-c", "echo hello; hostname; ps -o pid,comm; echo oops >&2"], hostname="boxy"
-    )
+    cfg = node.config("c1", ["sh", "-c", "echo hello; hostname; ps -o pid,comm; echo oops >&2"], hostname="boxy")
     st = node.run("c1", cfg)
     assert st.state == "exited" and st.exit_code == 0 and st.reason == "Completed", st
     assert not st.oom_killed and st.started_at and st.finished_at
@@ -47,9 +45,7 @@ def test_busybox_container(node):
     state = json.loads((node.containers.dir("c1") / STATE_FILE).read_text())
     assert state["exit_code"] == 0 and state["runtime"] == node.runtime.name
     deadline = time.monotonic() + 5
-    while (
-        node.runtime.state("c1") is not None or CgroupV1(cfg.cgroups_path).exists()
-    ) and time.monotonic() < deadline:
+    while (node.runtime.state("c1") is not None or CgroupV1(cfg.cgroups_path).exists()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert node.runtime.state("c1") is None
     assert not CgroupV1(cfg.cgroups_path).exists()

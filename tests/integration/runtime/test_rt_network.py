@@ -18,13 +18,9 @@ def _link_exists(name: str) -> bool:
 def test_sandbox_setup_and_teardown(bridge: BridgeNetwork):
     sb = bridge.setup("pa")
     assert sb.netns and os.path.exists(sb.netns_path)
-    out = subprocess.run(
-        ["ip", "netns", "exec", sb.netns, "ip", "-o", "addr"], capture_output=True, text=True
-    ).stdout
+    out = subprocess.run(["ip", "netns", "exec", sb.netns, "ip", "-o", "addr"], capture_output=True, text=True).stdout
     assert f"inet {sb.ip}/24" in out and "eth0" in out
-    routes = subprocess.run(
-        ["ip", "netns", "exec", sb.netns, "ip", "route"], capture_output=True, text=True
-    ).stdout
+    routes = subprocess.run(["ip", "netns", "exec", sb.netns, "ip", "route"], capture_output=True, text=True).stdout
     assert f"default via {sb.gateway} dev eth0" in routes
     assert bridge.setup("pa").ip == sb.ip  # repeatable
     # The allocation survives a new allocator over the same state dir ("kubelet restart").
@@ -49,8 +45,7 @@ def test_two_containers_share_pod_netns(crun_node, bridge: BridgeNetwork):
         [
             "sh",
             "-c",
-            "for i in $(seq 50); do echo hello-from-cli | nc 127.0.0.1 8080 && exit 0; sleep 0.1; done;"
-            " exit 1",
+            "for i in $(seq 50); do echo hello-from-cli | nc 127.0.0.1 8080 && exit 0; sleep 0.1; done; exit 1",
         ],
         join_namespaces=joins,
     )

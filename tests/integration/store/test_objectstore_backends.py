@@ -39,9 +39,7 @@ def kind_under(prefix: str) -> KindInfo:
 
 
 def thing(name: str, ns: str = "default", replicas: int = 1) -> Thing:
-    return Thing(
-        metadata=ObjectMeta(name=name, namespace=ns, labels={"app": "x"}), spec=ThingSpec(replicas=replicas)
-    )
+    return Thing(metadata=ObjectMeta(name=name, namespace=ns, labels={"app": "x"}), spec=ThingSpec(replicas=replicas))
 
 
 async def _drop(backend: Backend, store: ObjectStore, info: KindInfo) -> None:

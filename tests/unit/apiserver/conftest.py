@@ -21,10 +21,7 @@ def fresh_registry() -> Registry:
     """A copy of the built-in kinds, so CRD tests cannot leak kinds into other tests."""
     reg = Registry()
     for info in REGISTRY.all():
-        if (
-            not info.model.__module__.startswith("kray.crds.apiextensions")
-            or info.kind == "CustomResourceDefinition"
-        ):
+        if not info.model.__module__.startswith("kray.crds.apiextensions") or info.kind == "CustomResourceDefinition":
             reg.register(info.model)
     return reg
 

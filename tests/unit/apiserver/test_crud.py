@@ -135,9 +135,7 @@ async def test_patch_types(client: httpx.AsyncClient) -> None:
     assert r.status_code == 200, r.text
     assert r.json()["metadata"]["labels"] == {"a": "1"}
     smp = {"spec": {"containers": [{"name": "c", "image": "nginx"}, {"name": "side", "image": "envoy"}]}}
-    r = await client.patch(
-        f"{PODS}/pt", json=smp, headers={"Content-Type": "application/strategic-merge-patch+json"}
-    )
+    r = await client.patch(f"{PODS}/pt", json=smp, headers={"Content-Type": "application/strategic-merge-patch+json"})
     assert r.status_code == 200, r.text
     containers = r.json()["spec"]["containers"]
     assert [(c["name"], c["image"]) for c in containers] == [("c", "nginx"), ("side", "envoy")]
@@ -161,9 +159,7 @@ async def test_finalizers_block_deletion_until_removed(client: httpx.AsyncClient
     assert marked["metadata"]["deletionGracePeriodSeconds"] == 0
     assert (await client.get(f"{PODS}/f")).status_code == 200
     # Adding a finalizer while deleting is refused.
-    r = await client.patch(
-        f"{PODS}/f", json={"metadata": {"finalizers": ["kray.io/keep", "x/y"]}}, headers=MERGE
-    )
+    r = await client.patch(f"{PODS}/f", json={"metadata": {"finalizers": ["kray.io/keep", "x/y"]}}, headers=MERGE)
     assert r.status_code == 422
     r = await client.patch(f"{PODS}/f", json={"metadata": {"finalizers": None}}, headers=MERGE)
     assert r.status_code == 200
@@ -192,9 +188,7 @@ async def test_delete_preconditions(client: httpx.AsyncClient) -> None:
     assert r.status_code == 409
     assert r.json()["reason"] == "Conflict"
     assert "Precondition failed: UID in precondition: nope" in r.json()["message"]
-    r = await client.request(
-        "DELETE", f"{PODS}/pre", json={"preconditions": {"uid": created["metadata"]["uid"]}}
-    )
+    r = await client.request("DELETE", f"{PODS}/pre", json={"preconditions": {"uid": created["metadata"]["uid"]}})
     assert r.status_code == 200
 
 
@@ -218,9 +212,7 @@ async def test_cluster_scoped_and_namespace_lifecycle(client: httpx.AsyncClient)
     assert (await client.delete("/api/v1/namespaces/team")).status_code == 200
     assert (await client.get("/api/v1/namespaces/team")).status_code == 404
     # With finalizers the namespace becomes Terminating and refuses new content.
-    await client.post(
-        "/api/v1/namespaces", json={"metadata": {"name": "slow"}, "spec": {"finalizers": ["kubernetes"]}}
-    )
+    await client.post("/api/v1/namespaces", json={"metadata": {"name": "slow"}, "spec": {"finalizers": ["kubernetes"]}})
     r = await client.delete("/api/v1/namespaces/slow")
     assert r.json()["status"]["phase"] == "Terminating"
     r = await client.post("/api/v1/namespaces/slow/pods", json=pod("late"))
@@ -276,9 +268,7 @@ async def test_custom_resource_definition_makes_kind_servable(client: httpx.Asyn
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
-                            "properties": {
-                                "spec": {"type": "object", "properties": {"gpus": {"type": "integer"}}}
-                            },
+                            "properties": {"spec": {"type": "object", "properties": {"gpus": {"type": "integer"}}}},
                         }
                     },
                 }
@@ -319,9 +309,7 @@ async def test_crds_are_reregistered_on_start(api: ApiServer, client: httpx.Asyn
             "versions": [{"name": "v1alpha1", "served": True, "storage": True}],
         },
     }
-    assert (
-        await client.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd)
-    ).status_code == 201
+    assert (await client.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd)).status_code == 201
     registry = fresh_registry()
     restarted = ApiServer(ObjectStore(api.store.kv, registry), registry)
     await restarted.start()

@@ -53,9 +53,7 @@ async def test_malformed_yaml(client: httpx.AsyncClient, kv: MemoryKV) -> None:
         ({"kind": 7, "metadata": {"name": "p"}}, "kind must be a string"),
     ],
 )
-async def test_wrong_top_level_types(
-    client: httpx.AsyncClient, kv: MemoryKV, body: Any, fragment: str
-) -> None:
+async def test_wrong_top_level_types(client: httpx.AsyncClient, kv: MemoryKV, body: Any, fragment: str) -> None:
     await _expect(kv, lambda: client.post(PODS, json=body), 400, "BadRequest", contains=fragment)
 
 
@@ -69,17 +67,13 @@ async def test_mismatched_kind_and_api_version(client: httpx.AsyncClient, kv: Me
         "the kind in the data (Service) does not match the expected kind (Pod)",
     )
     v2 = {**pod("p"), "apiVersion": "v2"}
-    await _expect(
-        kv, lambda: client.post(PODS, json=v2), 400, "BadRequest", contains="API version in the data (v2)"
-    )
+    await _expect(kv, lambda: client.post(PODS, json=v2), 400, "BadRequest", contains="API version in the data (v2)")
 
 
 async def test_unknown_resource_and_version(client: httpx.AsyncClient, kv: MemoryKV) -> None:
     msg = "the server could not find the requested resource"
     await _expect(kv, lambda: client.post("/api/v1/namespaces/default/gizmos", json={}), 404, "NotFound", msg)
-    await _expect(
-        kv, lambda: client.post("/api/v2/namespaces/default/pods", json=pod()), 404, "NotFound", msg
-    )
+    await _expect(kv, lambda: client.post("/api/v2/namespaces/default/pods", json=pod()), 404, "NotFound", msg)
     await _expect(kv, lambda: client.get("/apis/nope.io/v1/things"), 404, "NotFound", msg)
 
 
@@ -120,9 +114,7 @@ async def test_invalid_name(client: httpx.AsyncClient, kv: MemoryKV) -> None:
 async def test_missing_name(client: httpx.AsyncClient, kv: MemoryKV) -> None:
     data = pod("")
     data["metadata"] = {}
-    await _expect(
-        kv, lambda: client.post(PODS, json=data), 422, "Invalid", contains="name or generateName is required"
-    )
+    await _expect(kv, lambda: client.post(PODS, json=data), 422, "Invalid", contains="name or generateName is required")
 
 
 async def test_object_too_large(client: httpx.AsyncClient, kv: MemoryKV) -> None:
@@ -149,16 +141,12 @@ async def test_stale_resource_version(client: httpx.AsyncClient, kv: MemoryKV) -
     await _expect(kv, lambda: client.put(f"{PODS}/stale", json=created), 409, "Conflict", msg)
     patch = {"metadata": {"resourceVersion": created["metadata"]["resourceVersion"], "labels": {"v": "p"}}}
     headers = {"Content-Type": "application/merge-patch+json"}
-    await _expect(
-        kv, lambda: client.patch(f"{PODS}/stale", json=patch, headers=headers), 409, "Conflict", msg
-    )
+    await _expect(kv, lambda: client.patch(f"{PODS}/stale", json=patch, headers=headers), 409, "Conflict", msg)
 
 
 async def test_already_exists(client: httpx.AsyncClient, kv: MemoryKV) -> None:
     await client.post(PODS, json=pod("dup"))
-    await _expect(
-        kv, lambda: client.post(PODS, json=pod("dup")), 409, "AlreadyExists", 'pods "dup" already exists'
-    )
+    await _expect(kv, lambda: client.post(PODS, json=pod("dup")), 409, "AlreadyExists", 'pods "dup" already exists')
 
 
 async def test_namespace_does_not_exist(client: httpx.AsyncClient, kv: MemoryKV) -> None:
@@ -245,7 +233,5 @@ async def test_bad_patches(client: httpx.AsyncClient, kv: MemoryKV) -> None:
 async def test_method_not_allowed_and_bad_params(client: httpx.AsyncClient, kv: MemoryKV) -> None:
     await _expect(kv, lambda: client.post("/api/v1/pods", json=pod()), 405, "MethodNotAllowed")
     await _expect(kv, lambda: client.get(PODS, params={"labelSelector": "a in (b"}), 400, "BadRequest")
-    await _expect(
-        kv, lambda: client.get(PODS, params={"watch": "1", "resourceVersion": "abc"}), 400, "BadRequest"
-    )
+    await _expect(kv, lambda: client.get(PODS, params={"watch": "1", "resourceVersion": "abc"}), 400, "BadRequest")
     await _expect(kv, lambda: client.get("/api/v1/nodes/n1/status/extra"), 404, "NotFound")

@@ -58,11 +58,7 @@ def test_json_patch_errors(ops: object, malformed: bool) -> None:
 
 
 def test_strategic_merge_merges_named_lists() -> None:
-    doc = {
-        "spec": {
-            "containers": [{"name": "a", "image": "x", "env": [{"name": "E", "value": "1"}]}, {"name": "b"}]
-        }
-    }
+    doc = {"spec": {"containers": [{"name": "a", "image": "x", "env": [{"name": "E", "value": "1"}]}, {"name": "b"}]}}
     patch = {
         "spec": {
             "containers": [

@@ -22,9 +22,7 @@ def _events(r: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
     return [(e["type"], e["object"]) for e in lines]
 
 
-async def _watch_while(
-    client: httpx.AsyncClient, params: dict[str, str], action: Any
-) -> list[tuple[str, Any]]:
+async def _watch_while(client: httpx.AsyncClient, params: dict[str, str], action: Any) -> list[tuple[str, Any]]:
     """Run a 1-second watch (ASGITransport buffers the body) while ``action`` writes."""
     task = asyncio.ensure_future(client.get(PODS, params={"watch": "true", "timeoutSeconds": "1", **params}))
     await asyncio.sleep(0.05)

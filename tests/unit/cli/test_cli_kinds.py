@@ -16,9 +16,7 @@ CORE = {
     ],
 }
 GROUPS = {
-    "groups": [
-        {"name": "ml.example.com", "preferredVersion": {"version": "v2"}, "versions": [{"version": "v2"}]}
-    ]
+    "groups": [{"name": "ml.example.com", "preferredVersion": {"version": "v2"}, "versions": [{"version": "v2"}]}]
 }
 JOBS = {
     "groupVersion": "ml.example.com/v2",

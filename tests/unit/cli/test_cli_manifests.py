@@ -8,10 +8,7 @@ import pytest
 
 from kray.cli.manifests import ManifestError, load_manifests, parse_documents
 
-POD = (
-    "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n"
-    "  containers: [{{name: c, image: busybox}}]\n"
-)
+POD = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  containers: [{{name: c, image: busybox}}]\n"
 
 
 def test_multi_document_yaml_with_empty_documents_and_lines() -> None:

@@ -87,9 +87,7 @@ def test_node_service_generic_and_namespace_columns() -> None:
             "nodeInfo": {"kubeletVersion": "v1.31"},
         },
     }
-    assert printers.table_rows(NODES, [node])[1] == [
-        ["n1", "Ready,SchedulingDisabled", "control-plane", "5s", "v1.31"]
-    ]
+    assert printers.table_rows(NODES, [node])[1] == [["n1", "Ready,SchedulingDisabled", "control-plane", "5s", "v1.31"]]
     svc = {
         "metadata": {"name": "web", "namespace": "prod", "creationTimestamp": ago(5)},
         "spec": {"type": "NodePort", "clusterIP": "10.96.0.10", "ports": [{"port": 80, "nodePort": 30080}]},

@@ -101,9 +101,7 @@ class FakeApi:
             if key in self.objects:
                 return status(409, "AlreadyExists", f'pods "{body["metadata"]["name"]}" already exists')
             if not body.get("spec"):
-                return status(
-                    422, "Invalid", "Pod is invalid: spec: Required value", causes=[{"field": "spec"}]
-                )
+                return status(422, "Invalid", "Pod is invalid: spec: Required value", causes=[{"field": "spec"}])
             return self.store(key, body, 201)
         if request.method == "GET" and path in self.objects:
             return httpx.Response(200, json=self.objects[path])

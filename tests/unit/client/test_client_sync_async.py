@@ -132,9 +132,7 @@ def test_watch_yields_events_and_raises_gone(fake_api: FakeApi) -> None:
         assert isinstance(events[0].object, Widget) and events[1].resource_version == "6"
         params = fake_api.requests[-1].url.params
         assert params["watch"] == "true" and params["resourceVersion"] == "4"
-        fake_api.watch_lines = [
-            {"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired"}}
-        ]
+        fake_api.watch_lines = [{"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired"}}]
         with pytest.raises(Gone):
             list(c.watch_raw(Widget))
 

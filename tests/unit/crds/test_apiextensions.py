@@ -185,16 +185,12 @@ def test_bad_object_is_rejected_with_field_paths(crd: CustomResourceDefinition) 
     with pytest.raises(ValidationFailed) as exc:
         validate_object(model, bad)
     msgs = sorted(str(e) for e in exc.value.errors)
-    assert (
-        'spec.replicas: Invalid value: "string": spec.replicas in body must be of type integer: "string"'
-        in msgs
-    )
+    assert 'spec.replicas: Invalid value: "string": spec.replicas in body must be of type integer: "string"' in msgs
     assert "spec.image: Required value" in msgs
     assert 'spec.framework: Unsupported value: "tensorflow": supported values: "pytorch", "jax"' in msgs
     assert any(
         m.startswith(
-            "spec.workers[0].gpus: Invalid value: -1: "
-            "spec.workers[0].gpus in body should be greater than or equal to 0"
+            "spec.workers[0].gpus: Invalid value: -1: spec.workers[0].gpus in body should be greater than or equal to 0"
         )
         for m in msgs
     )
@@ -214,18 +210,16 @@ def test_register_and_unregister_crd(crd: CustomResourceDefinition, registry: Re
     assert info.api_version == "ml.example.com/v1" and info.has_status_subresource
     assert registry.resolve("tj") in (info, registry.get("ml.example.com/v1alpha1", "TrainingJob"))
     alpha = registry.get("ml.example.com/v1alpha1", "TrainingJob")
-    assert validate_object(alpha, {"metadata": {"name": "x"}, "spec": {"anything": "goes"}}).to_dict()[
-        "spec"
-    ] == {"anything": "goes"}
+    assert validate_object(alpha, {"metadata": {"name": "x"}, "spec": {"anything": "goes"}}).to_dict()["spec"] == {
+        "anything": "goes"
+    }
     again = register_crd(crd.to_dict(), registry)  # re-registering replaces
     assert again.model is not info.model and len(registry.all()) == 2
     unregister_crd(crd, registry)
     assert registry.all() == []
     register_crd(crd)
     try:
-        assert (
-            REGISTRY.get("ml.example.com/v1", "TrainingJob").model.CRD_NAME == "trainingjobs.ml.example.com"
-        )  # type: ignore[attr-defined]
+        assert REGISTRY.get("ml.example.com/v1", "TrainingJob").model.CRD_NAME == "trainingjobs.ml.example.com"  # type: ignore[attr-defined]
     finally:
         unregister_crd("trainingjobs.ml.example.com")
     assert all(i.group != "ml.example.com" for i in REGISTRY.all())
@@ -269,9 +263,7 @@ class Widget(Resource):
 def test_custom_kind_in_python() -> None:
     try:
         info = REGISTRY.resolve("widgets.example.com")
-        assert (
-            info.model is Widget and info.singular == "widget" and info.api_version == "example.com/v1beta1"
-        )
+        assert info.model is Widget and info.singular == "widget" and info.api_version == "example.com/v1beta1"
         w = validate_object(Widget, {"metadata": {"name": "w1", "namespace": "default"}, "spec": {"size": 3}})
         assert w.to_dict() == {
             "apiVersion": "example.com/v1beta1",

@@ -76,11 +76,7 @@ def test_pod_manifest_round_trips() -> None:
     web = spec.containers[0]
     assert web.ports and web.ports[0].host_ip == "0.0.0.0" and web.ports[1].protocol == "UDP"
     assert web.liveness_probe and web.liveness_probe.http_get and web.liveness_probe.http_get.port == 8080
-    assert (
-        web.readiness_probe
-        and web.readiness_probe.tcp_socket
-        and web.readiness_probe.tcp_socket.port == "http"
-    )
+    assert web.readiness_probe and web.readiness_probe.tcp_socket and web.readiness_probe.tcp_socket.port == "http"
     assert web.readiness_probe.period_seconds == 10 and web.readiness_probe.failure_threshold == 3
     assert web.security_context and web.security_context.capabilities
     assert web.security_context.capabilities.drop == ["ALL"]
@@ -94,9 +90,7 @@ def test_pod_manifest_round_trips() -> None:
     required = spec.affinity.node_affinity.required_during_scheduling_ignored_during_execution
     assert required is not None
     assert required.matches({"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}, {"metadata.name": "n1"})
-    assert not required.matches(
-        {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}, {"metadata.name": "bad-node"}
-    )
+    assert not required.matches({"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}, {"metadata.name": "bad-node"})
     assert spec.topology_spread_constraints and spec.topology_spread_constraints[0].max_skew == 1
     assert pod.status and pod.status.phase == "Running" and pod.status.pod_ips
     statuses = pod.status.container_statuses or []
@@ -111,9 +105,7 @@ def test_pod_manifest_round_trips() -> None:
 
 
 def test_pod_defaults() -> None:
-    pod = Pod.model_validate(
-        {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
-    )
+    pod = Pod.model_validate({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
     assert pod.api_version == "v1" and pod.kind == "Pod"
     assert pod.spec.restart_policy == "Always"
     assert pod.spec.scheduler_name == "default-scheduler"
@@ -138,8 +130,7 @@ def test_deployment_pod_template_loads() -> None:
     assert template.spec.volumes[1].config_map.default_mode == 0o444
     assert qos_class(template.spec) == "Guaranteed"
     assert (
-        PodTemplateSpec.model_validate(template.model_dump(by_alias=True, exclude_none=True, mode="json"))
-        == template
+        PodTemplateSpec.model_validate(template.model_dump(by_alias=True, exclude_none=True, mode="json")) == template
     )
 
 
@@ -152,9 +143,7 @@ def test_node_with_gpu_capacity_round_trips() -> None:
     assert node.status.daemon_endpoints and node.status.daemon_endpoints.kubelet_endpoint
     assert node.status.daemon_endpoints.kubelet_endpoint.port == 10250
     assert node.to_dict()["status"]["daemonEndpoints"] == {"kubeletEndpoint": {"Port": 10250}}
-    assert (
-        node.to_dict()["spec"]["podCIDR"] == "10.244.1.0/24" and node.spec.provider_id == "ray://node/abc123"
-    )
+    assert node.to_dict()["spec"]["podCIDR"] == "10.244.1.0/24" and node.spec.provider_id == "ray://node/abc123"
     assert node.is_ready() and node.status.address() == "10.0.0.5"
     assert node.metadata.namespace is None and not Node.NAMESPACED
 
@@ -265,9 +254,7 @@ def test_taints_and_tolerations() -> None:
 
 
 def test_built_in_python_objects_serialize_with_type_meta() -> None:
-    pod = Pod(
-        metadata=crds.ObjectMeta(name="p"), spec=PodSpec(containers=[crds.Container(name="c", image="i:1")])
-    )
+    pod = Pod(metadata=crds.ObjectMeta(name="p"), spec=PodSpec(containers=[crds.Container(name="c", image="i:1")]))
     wire = pod.to_dict()
     assert wire["apiVersion"] == "v1" and wire["kind"] == "Pod"
     assert Pod.model_validate(wire) == pod

@@ -109,9 +109,7 @@ class _Res(BaseModel):
 
 
 def test_pydantic_field_accepts_str_int_float_and_serializes_to_string() -> None:
-    m = _Res.model_validate(
-        {"requests": {"cpu": "500m", "memory": 1024, "nvidia.com/gpu": 1, "x": 0.5}, "one": "1Ki"}
-    )
+    m = _Res.model_validate({"requests": {"cpu": "500m", "memory": 1024, "nvidia.com/gpu": 1, "x": 0.5}, "one": "1Ki"})
     assert m.requests["cpu"] == Decimal("0.5")
     dumped = m.model_dump(mode="json")
     assert dumped == {

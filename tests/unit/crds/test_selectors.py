@@ -116,8 +116,7 @@ def test_label_selector_model_validation() -> None:
     base = "spec.topologySpreadConstraints[0].labelSelector.matchExpressions"
     assert msgs == [
         f"{base}[0].values: Required value: must be specified when `operator` is 'In' or 'NotIn'",
-        f'{base}[1].operator: Unsupported value: "Maybe": '
-        'supported values: "In", "NotIn", "Exists", "DoesNotExist"',
+        f'{base}[1].operator: Unsupported value: "Maybe": supported values: "In", "NotIn", "Exists", "DoesNotExist"',
     ]
 
 

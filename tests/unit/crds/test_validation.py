@@ -46,9 +46,7 @@ def pod(**spec: Any) -> dict[str, Any]:
 
 def test_required_fields_have_camel_case_paths() -> None:
     assert errors_of(Pod, pod(containers=[{"name": "c"}])) == ["spec.containers[0].image: Required value"]
-    assert errors_of(Pod, pod(initContainers=[{"image": "x"}])) == [
-        "spec.initContainers[0].name: Required value"
-    ]
+    assert errors_of(Pod, pod(initContainers=[{"image": "x"}])) == ["spec.initContainers[0].name: Required value"]
     assert errors_of(Pod, pod(containers=[])) == ["spec.containers: Required value"]
     assert errors_of(Pod, {"metadata": {"name": "p"}}) == ["spec: Required value"]
 
@@ -82,8 +80,7 @@ def test_enum_messages_list_allowed_values() -> None:
 def test_ports_names_and_duplicates() -> None:
     msgs = errors_of(Pod, pod(containers=[{"name": "c", "image": "i", "ports": [{"containerPort": 70000}]}]))
     assert msgs == [
-        "spec.containers[0].ports[0].containerPort: "
-        "Invalid value: 70000: must be between 1 and 65535, inclusive"
+        "spec.containers[0].ports[0].containerPort: Invalid value: 70000: must be between 1 and 65535, inclusive"
     ]
     msgs = errors_of(Pod, pod(containers=[{"name": "Web_1", "image": "i"}]))
     assert msgs[0].startswith(
@@ -96,9 +93,7 @@ def test_ports_names_and_duplicates() -> None:
         pod(containers=[{"name": "c", "image": "i", "volumeMounts": [{"name": "nope", "mountPath": "/x"}]}]),
     )
     assert msgs == ['spec.containers[0].volumeMounts[0].name: Not found: "nope"']
-    msgs = errors_of(
-        Service, {"metadata": {"name": "s"}, "spec": {"ports": [{"port": 80, "name": "a"}, {"port": 81}]}}
-    )
+    msgs = errors_of(Service, {"metadata": {"name": "s"}, "spec": {"ports": [{"port": 80, "name": "a"}, {"port": 81}]}})
     assert msgs == ["spec.ports[1].name: Required value"]
 
 
@@ -117,9 +112,7 @@ def test_type_errors_and_dict_keys() -> None:
 
 
 def test_probe_and_volume_one_of() -> None:
-    msgs = errors_of(
-        Pod, pod(containers=[{"name": "c", "image": "i", "livenessProbe": {"periodSeconds": 3}}])
-    )
+    msgs = errors_of(Pod, pod(containers=[{"name": "c", "image": "i", "livenessProbe": {"periodSeconds": 3}}]))
     assert msgs == ["spec.containers[0].livenessProbe: Required value: must specify a handler type"]
     msgs = errors_of(Pod, pod(volumes=[{"name": "v"}]))
     assert msgs == ["spec.volumes[0]: Required value: must specify a volume type"]
@@ -132,21 +125,16 @@ def test_names_use_the_kind_rule() -> None:
     [err] = validate_name(REGISTRY.for_model(Pod), "Web")
     assert err == FieldError("metadata.name", err.message, "FieldValueInvalid")
     assert err.message.startswith('Invalid value: "Web": ' + DNS1123_SUBDOMAIN_ERR)
-    assert validate_name(Namespace, "a.b")[0].message.startswith(
-        'Invalid value: "a.b": a lowercase RFC 1123 label'
-    )
+    assert validate_name(Namespace, "a.b")[0].message.startswith('Invalid value: "a.b": a lowercase RFC 1123 label')
     assert validate_name(Service, "1abc")[0].message.startswith('Invalid value: "1abc": a DNS-1035 label')
     assert (
-        validate_name(Pod, "x" * 254)[0].message
-        == f'Invalid value: "{"x" * 254}": must be no more than 253 characters'
+        validate_name(Pod, "x" * 254)[0].message == f'Invalid value: "{"x" * 254}": must be no more than 253 characters'
     )
     assert validate_name(Pod, "web-", prefix=True) == []  # generateName
     assert errors_of(Pod, {"metadata": {}, "spec": {"containers": [{"name": "c", "image": "i"}]}}) == [
         "metadata.name: Required value: name or generateName is required"
     ]
-    validate_object(
-        Pod, {"metadata": {"generateName": "web-"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}
-    )
+    validate_object(Pod, {"metadata": {"generateName": "web-"}, "spec": {"containers": [{"name": "c", "image": "i"}]}})
 
 
 @pytest.mark.parametrize(
@@ -188,9 +176,7 @@ def test_labels_and_annotations() -> None:
         },
     )
     assert msgs[0].startswith('metadata.labels: Invalid value: "bad key!": name part must consist of')
-    assert msgs[1].startswith(
-        'metadata.labels[ok]: Invalid value: "bad value!": a valid label must be an empty string'
-    )
+    assert msgs[1].startswith('metadata.labels[ok]: Invalid value: "bad value!": a valid label must be an empty string')
     assert msgs[2].startswith('metadata.annotations: Invalid value: "a/b/c": a qualified name must consist')
     msgs = errors_of(Pod, {**pod(), "metadata": {"name": "p", "namespace": "Bad_NS"}})
     assert msgs[0].startswith('metadata.namespace: Invalid value: "Bad_NS": a lowercase RFC 1123 label')
@@ -241,9 +227,7 @@ def test_validate_object_is_fast() -> None:
 
 
 def test_union_type_errors_are_reported_once() -> None:
-    msgs = errors_of(
-        Service, {"metadata": {"name": "s"}, "spec": {"ports": [{"port": 80, "targetPort": [1]}]}}
-    )
+    msgs = errors_of(Service, {"metadata": {"name": "s"}, "spec": {"ports": [{"port": 80, "targetPort": [1]}]}})
     assert msgs == [
         'spec.ports[0].targetPort: Invalid value: "array": '
         "input should be a valid integer or input should be a valid string"

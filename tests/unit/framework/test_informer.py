@@ -131,9 +131,7 @@ async def test_late_handler_hears_adds_for_the_cache(store: ObjectStore, informe
     assert rec.events == [("add", "a")]
 
 
-async def test_indexes_namespace_labels_owner_node_and_custom(
-    store: ObjectStore, lw: StoreListWatcher
-) -> None:
+async def test_indexes_namespace_labels_owner_node_and_custom(store: ObjectStore, lw: StoreListWatcher) -> None:
     owner = OwnerReference(api_version="v1", kind="Namespace", name="x", uid="uid-1", controller=True)
     await store.create(CM, cm("a", "ns1", app="web"))
     await store.create(CM, cm("b", "ns1", app="db"))

@@ -29,9 +29,7 @@ def elector(client: AsyncClient, clock: FakeClock, identity: str, log: list[str]
     )
 
 
-async def test_rounds_only_one_holder_and_takeover_after_expiry(
-    client: AsyncClient, clock: FakeClock
-) -> None:
+async def test_rounds_only_one_holder_and_takeover_after_expiry(client: AsyncClient, clock: FakeClock) -> None:
     a, b = elector(client, clock, "a", []), elector(client, clock, "b", [])
     assert await a.try_acquire_or_renew()  # creates the Lease
     assert not await b.try_acquire_or_renew()
@@ -66,9 +64,7 @@ async def test_concurrent_acquire_has_one_winner(client: AsyncClient, clock: Fak
     assert sum(results) == 1
 
 
-async def test_run_loops_leader_stops_renewing_other_takes_over(
-    client: AsyncClient, clock: FakeClock
-) -> None:
+async def test_run_loops_leader_stops_renewing_other_takes_over(client: AsyncClient, clock: FakeClock) -> None:
     log: list[str] = []
     a, b = elector(client, clock, "a", log), elector(client, clock, "b", log)
     ta = asyncio.ensure_future(a.run())

@@ -46,9 +46,7 @@ def test_defaults_follow_containerd():
 
 def test_resources_and_user():
     cfg = _cfg(
-        resources=Resources(
-            memory_limit_bytes=64 << 20, cpu_millicores=500, cpu_request_millicores=250, pids_limit=99
-        ),
+        resources=Resources(memory_limit_bytes=64 << 20, cpu_millicores=500, cpu_request_millicores=250, pids_limit=99),
         uid=1000,
         gid=100,
         additional_gids=[5],
@@ -70,9 +68,7 @@ def test_resources_and_user():
 
 
 def test_tiny_cpu_limit_gets_minimum_quota():
-    assert (
-        build_spec(_cfg(resources=Resources(cpu_millicores=1)))["linux"]["resources"]["cpu"]["quota"] == 1000
-    )
+    assert build_spec(_cfg(resources=Resources(cpu_millicores=1)))["linux"]["resources"]["cpu"]["quota"] == 1000
 
 
 def test_join_sandbox_namespaces_and_host_network():

@@ -67,9 +67,7 @@ def pod(
         body["priority"] = priority
     if node_name:
         body["nodeName"] = node_name
-    return Pod.model_validate(
-        {"metadata": {"name": name, "namespace": namespace, "labels": labels}, "spec": body}
-    )
+    return Pod.model_validate({"metadata": {"name": name, "namespace": namespace, "labels": labels}, "spec": body})
 
 
 def pod_group(name: str, min_member: int, timeout: int | None = None, namespace: str = "default") -> PodGroup:

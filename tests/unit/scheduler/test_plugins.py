@@ -80,9 +80,7 @@ def test_node_resources_fit_score_strategies(strategy: str, want_higher: str) ->
 
 
 def test_node_resources_fit_gpu_packing_weights() -> None:
-    args = {
-        "scoringStrategy": {"type": "MostAllocated", "resources": [{"name": "nvidia.com/gpu", "weight": 1}]}
-    }
+    args = {"scoringStrategy": {"type": "MostAllocated", "resources": [{"name": "nvidia.com/gpu", "weight": 1}]}}
     plugin = node_resources_fit.NodeResourcesFit(args)
     pi, state = PodInfo.of(pod("a", gpu=1)), CycleState()
     assert plugin.score(state, pi, node_info(node("n", gpu=8), pod("x", gpu=6))) == 87
@@ -125,18 +123,14 @@ ZONE_A = {"topology.kubernetes.io/zone": "a", "gpu": "a100"}
 REQUIRED_A100 = {
     "nodeAffinity": {
         "requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [
-                {"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["a100"]}]}
-            ]
+            "nodeSelectorTerms": [{"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["a100"]}]}]
         }
     }
 }
 BY_NAME = {
     "nodeAffinity": {
         "requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [
-                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n"]}]}
-            ]
+            "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n"]}]}]
         }
     }
 }
@@ -205,8 +199,7 @@ BAD_GPU = [{"key": "gpu", "value": "bad", "effect": "NoSchedule"}]
 def test_taint_toleration_filter(tolerations: Any, taints: Any, want: tuple[Code, tuple[str, ...]]) -> None:
     extra = {"tolerations": tolerations} if tolerations else {}
     assert (
-        run_filter(taint_toleration.TaintToleration(), pod("a", **extra), node_info(node("n", taints=taints)))
-        == want
+        run_filter(taint_toleration.TaintToleration(), pod("a", **extra), node_info(node("n", taints=taints))) == want
     )
 
 
@@ -227,10 +220,7 @@ PORT = [{"name": "main", "image": "x", "ports": [{"containerPort": 80, "hostPort
     [([], OK), ([pod("b", containers=PORT)], U)],
 )
 def test_node_ports(existing: list[Pod], want: Code) -> None:
-    assert (
-        run_filter(node_ports.NodePorts(), pod("a", containers=PORT), node_info(node("n"), *existing))[0]
-        == want
-    )
+    assert run_filter(node_ports.NodePorts(), pod("a", containers=PORT), node_info(node("n"), *existing))[0] == want
 
 
 def _cluster_filter(plugin_name: str, nodes: list[Node], bound: list[Pod], p: Pod) -> dict[str, Code]:
@@ -278,9 +268,7 @@ def test_pod_topology_spread_filter(bound: list[Pod], want: dict[str, Code]) -> 
 
 def test_pod_topology_spread_missing_label_is_unresolvable() -> None:
     nodes = [*_zones("a"), node("bare")]
-    got = _cluster_filter(
-        pod_topology_spread.NAME, nodes, [], pod("a", labels=W, topologySpreadConstraints=SPREAD)
-    )
+    got = _cluster_filter(pod_topology_spread.NAME, nodes, [], pod("a", labels=W, topologySpreadConstraints=SPREAD))
     assert got == {"n0": OK, "bare": UU}
 
 

@@ -57,8 +57,7 @@ async def test_four_shards_share_a_binder_without_overcommit() -> None:
         for s in schedulers:
             s.on_node_add(n)
     pods = [
-        pod(f"p{i}", cpu=rng.choice(["250m", "500m", "1"]), gpu=rng.choice([0, 0, 0, 0, 0, 1]))
-        for i in range(2000)
+        pod(f"p{i}", cpu=rng.choice(["250m", "500m", "1"]), gpu=rng.choice([0, 0, 0, 0, 0, 1])) for i in range(2000)
     ]
     for p in pods:
         for s in schedulers:
@@ -198,9 +197,7 @@ def test_profile_from_dict() -> None:
                 "disabled": [{"name": "PodTopologySpread"}],
                 "enabled": [{"name": "NodeResourcesFit", "weight": 5}],
             },
-            "pluginConfig": [
-                {"name": "NodeResourcesFit", "args": {"scoringStrategy": {"type": "MostAllocated"}}}
-            ],
+            "pluginConfig": [{"name": "NodeResourcesFit", "args": {"scoringStrategy": {"type": "MostAllocated"}}}],
         }
     )
     names = [p.name for p in profile.plugins]

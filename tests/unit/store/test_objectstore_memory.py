@@ -92,9 +92,7 @@ async def test_crud_roundtrip(store: ObjectStore) -> None:
 
     with pytest.raises(RevisionConflictError):
         await store.delete(WIDGETS, "default", "a", expected_resource_version=str(rv))
-    deleted = await store.delete(
-        WIDGETS, "default", "a", expected_resource_version=updated.metadata.resource_version
-    )
+    deleted = await store.delete(WIDGETS, "default", "a", expected_resource_version=updated.metadata.resource_version)
     assert deleted.spec.size == 4  # type: ignore[attr-defined]
     assert int(deleted.metadata.resource_version or 0) == await store.current_revision()
     with pytest.raises(KeyNotFoundError):

@@ -8,6 +8,8 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
+# crun/runc, nftables and busybox for the node runtime (apt-get; a no-op when present).
+bash scripts/install_system.sh
 extras=""
 if [ "${1:-}" = "--test" ]; then extras="[test]"; fi
 .venv/bin/python -m pip install --quiet -e ".${extras}"

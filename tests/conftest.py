@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from kray.cluster import LOOPBACK_ENV
 from kray.etcd_server import EtcdServer
+
+# Before anything imports ray: loopback-only clusters, no token auth (see kray.cluster).
+os.environ.update(LOOPBACK_ENV)
 
 
 @pytest.fixture(scope="session")
@@ -29,13 +34,8 @@ def etcd_endpoint(etcd_server: EtcdServer) -> str:
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[str]:
     """One Ray cluster for the whole test session, on loopback; yields its GCS address."""
-    import os
-
     import ray
 
-    from kray.cluster import LOOPBACK_ENV
-
-    os.environ.update(LOOPBACK_ENV)
     # address="local": always a fresh cluster of our own, never one left running on the machine.
     ctx = ray.init(
         address="local",
@@ -49,3 +49,15 @@ def ray_cluster() -> Iterator[str]:
         yield str(ctx.address_info["gcs_address"])
     finally:
         ray.shutdown()
+
+
+# What each fixture needs, so `-m "not etcd and not ray"` leaves out every test that uses them.
+_FIXTURE_MARKS = {"etcd_server": "etcd", "etcd_endpoint": "etcd", "ray_cluster": "ray"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture in getattr(item, "fixturenames", ()):
+            mark = _FIXTURE_MARKS.get(fixture)
+            if mark:
+                item.add_marker(getattr(pytest.mark, mark))

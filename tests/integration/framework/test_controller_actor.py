@@ -47,6 +47,16 @@ def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> float:
     return time.monotonic() - start
 
 
+def actor_dead(handle: Any) -> bool:
+    try:
+        ray.get(handle.status.remote(), timeout=5)
+    except ray.exceptions.RayActorError:
+        return True
+    except ray.exceptions.GetTimeoutError:
+        return False
+    return False
+
+
 def has_configmap(client: Client, ns: str) -> bool:
     try:
         client.get(ConfigMap, CONFIGMAP, ns)
@@ -83,6 +93,9 @@ def test_two_replicas_one_leader_and_takeover(ray_cluster: str, apiserver: Serve
         assert lease.spec.holder_identity == statuses[leaders[0]]["identity"]
 
         ray.kill(leader, no_restart=True)
+        # ray.kill returns at once; wait until the old leader is really gone, or it could still
+        # reconcile the next namespace itself and hide a missing takeover.
+        wait_for(lambda: actor_dead(leader), 20, "the old leader to die")
         second = f"{name}-b"
         client.create(Namespace(metadata=ObjectMeta(name=second, labels={LABEL: "true"})))
         took = wait_for(lambda: has_configmap(client, second), LEASE + 8, "the follower to take over")

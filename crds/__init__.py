@@ -3,6 +3,7 @@
 Importing this package registers every built-in kind with ``REGISTRY``.
 """
 
+from . import apps  # noqa: F401  (registers ReplicaSet and Deployment)
 from . import scheduling  # noqa: F401  (registers PodGroup and PriorityClass)
 from .apiextensions import (
     CustomResource,

@@ -29,3 +29,23 @@ for name in ("kv_pb2.py", "rpc_pb2.py", "rpc_pb2_grpc.py", "rpc_pb2.pyi"):
     path.write_text(text)
 PY
 echo "generated in $out: $(cd "$out" && ls *_pb2*.py* | tr '\n' ' ')"
+
+# --- CRI v1 (trimmed) stubs in runtime/cri/ --------------------------------------------------
+# Compiled from runtime/ as "cri/api.proto", so the descriptor registered in protobuf's global
+# pool carries a directory and cannot clash with some other library's "api.proto".
+cri_root="$root/runtime"
+cd "$cri_root"
+"$python" -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. cri/api.proto
+"$python" - <<'PY'
+import re
+from pathlib import Path
+
+for name in ("cri/api_pb2.py", "cri/api_pb2_grpc.py", "cri/api_pb2.pyi"):
+    path = Path(name)
+    text = path.read_text()
+    text = re.sub(r"^from cri import api_pb2 as ", "from . import api_pb2 as ", text, flags=re.M)
+    text = re.sub(r"^_runtime_version\.ValidateProtobufRuntimeVersion\(\n(?:    .*\n)*?\)\n", "", text, flags=re.M)
+    text = re.sub(r"^GRPC_GENERATED_VERSION = '[^']*'", "GRPC_GENERATED_VERSION = '1.66.0'", text, flags=re.M)
+    path.write_text(text)
+PY
+echo "generated in $cri_root/cri: $(cd "$cri_root/cri" && ls *_pb2*.py* | tr '\n' ' ')"

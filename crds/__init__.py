@@ -4,6 +4,8 @@ Importing this package registers every built-in kind with ``REGISTRY``.
 """
 
 from . import apps  # noqa: F401  (registers ReplicaSet and Deployment)
+from . import batch  # noqa: F401  (registers Job)
+from . import devices  # noqa: F401  (registers NodeDevices)
 from . import scheduling  # noqa: F401  (registers PodGroup and PriorityClass)
 from .apiextensions import (
     CustomResource,

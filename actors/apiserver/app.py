@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from . import crd, discovery, errors
 from .admission import SYSTEM_NAMESPACES, AdmissionHook, NamespaceLifecycle
 from .auth import BearerAuth
+from .binding import Bindings
 from .bodies import delete_options, int_param, parse_json, read_body, read_object
 from .handlers import Handlers
 from .lists import list_body, parse_filter, with_resource_version
@@ -96,6 +97,7 @@ class ApiServer:
         hooks: list[AdmissionHook] = [self.namespace_lifecycle] if builtin_admission else []
         hooks.extend(admission)
         self.handlers = Handlers(store, hooks, self.namespace_lifecycle, clock, graceful_pod_deletion)
+        self.bindings = Bindings(store, clock)  # pods/{name}/binding: the scheduler's write path
         self.stopping = asyncio.Event()
         self._started = False
         routes = [
@@ -150,6 +152,7 @@ class ApiServer:
     def stop(self) -> None:
         """End every open watch (server shutdown); in-flight writes are not interrupted."""
         self.stopping.set()
+        self.bindings.stop()
 
     # ---- non-resource endpoints ----
 
@@ -243,6 +246,7 @@ class ApiServer:
         if sub and not (
             (sub == "status" and info.has_status_subresource)
             or (sub == "finalize" and info.group == "" and info.kind == "Namespace")
+            or (sub == "binding" and info.kind in ("Pod", "PodGroup") and info.namespaced)
         ):
             raise errors.resource_not_found()
         return _Target(info, namespace, name, sub, watch)
@@ -264,6 +268,13 @@ class ApiServer:
             raise errors.method_not_allowed()
         if t.watch:
             return self._watch(request, t, field_name=t.name)
+        if t.subresource == "binding":
+            if method != "POST" or t.namespace is None:
+                raise errors.method_not_allowed()
+            body = await read_object(request, self.max_object_bytes)
+            bind = self.bindings.bind_gang if t.info.kind == "PodGroup" else self.bindings.bind
+            status = await bind(t.namespace, t.name, body)
+            return errors.status_response(status, 201)
         if method == "GET":
             return _object_response(await h.get(t.info, t.namespace, t.name))
         if method == "PUT":

@@ -8,6 +8,7 @@ with back-off. A 409 Conflict from a write simply requeues (the cache was stale)
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -192,6 +193,7 @@ class EventRecorder:
         self.clock: Clock = clock or SystemClock()
         self.host = host
         self._seen: dict[tuple[str, str, str, str, str], Event] = {}
+        self._seq = itertools.count()
 
     async def event(
         self, obj: Resource, type_: Literal["Normal", "Warning"], reason: str, message: str
@@ -221,7 +223,11 @@ class EventRecorder:
                 pass  # deleted or changed elsewhere: fall through and start a new one
         namespace = obj.metadata.namespace or "default"
         event = Event(
-            metadata=ObjectMeta(name=f"{obj.name}.{int(now.timestamp() * 1e9):x}", namespace=namespace),
+            # Kubernetes names events <object>.<unique hex>; a counter keeps names unique even when
+            # the (possibly fake) clock has not moved between two events.
+            metadata=ObjectMeta(
+                name=f"{obj.name}.{int(now.timestamp() * 1e9) + next(self._seq):x}", namespace=namespace
+            ),
             involved_object=ObjectReference(
                 kind=obj.kind,
                 namespace=obj.metadata.namespace,

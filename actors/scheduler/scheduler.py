@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from kray.crds import Node, Pod
@@ -39,6 +40,9 @@ from .queue import (
 )
 from .sharding import Shard
 from .status import Code, Status
+
+# Binds (pod, node) pairs all-or-nothing (a gang); see ``Scheduler.bind_gang``.
+GangBind = Callable[[list[tuple[Pod, str]]], Awaitable[Status]]
 
 MIN_FEASIBLE_NODES = 100
 MIN_PERCENTAGE = 5
@@ -288,6 +292,28 @@ class Scheduler:
             return status
         self._unreserve_and_fail(b.queued, b.cycle, b.state, b.node_name, status)
         # The assumed pod's resources are free again: others may fit now.
+        self.queue.move_all_to_active_or_backoff(POD_DELETE)
+        return status
+
+    async def bind_gang(self, bindings: list[Binding], bind: GangBind) -> Status:
+        """Bind permitted gang members together: ``bind`` commits all of them or none (one etcd
+        transaction), so gangs racing from different shards can never both end up half placed.
+        Bind plugins are bypassed: the gang binder is the binding."""
+        fw, status = self.framework, Status()
+        for b in bindings:
+            status = await fw.run_pre_bind(b.state, b.queued.info, b.node_name)
+            if not status.ok:
+                break
+        if status.ok:
+            status = await bind([(b.queued.info.pod, b.node_name) for b in bindings])
+        if status.ok:
+            for b in bindings:
+                self.cache.finish_binding(b.queued.info.key)
+                if self.reporter is not None:
+                    self.reporter.scheduled(b.queued.info.pod, b.node_name)
+            return status
+        for b in bindings:
+            self._unreserve_and_fail(b.queued, b.cycle, b.state, b.node_name, status)
         self.queue.move_all_to_active_or_backoff(POD_DELETE)
         return status
 

@@ -3,6 +3,7 @@
 from .kv import (
     KV,
     CompactedError,
+    Compare,
     KeyExistsError,
     KeyNotFoundError,
     KeyValue,
@@ -18,6 +19,7 @@ from .objects import ObjectStore, WatchEvent
 __all__ = [
     "KV",
     "CompactedError",
+    "Compare",
     "KVEvent",
     "KeyExistsError",
     "KeyNotFoundError",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -20,6 +20,7 @@ import grpc.aio
 from .etcdpb import kv_pb2, rpc_pb2, rpc_pb2_grpc
 from .kv import (
     CompactedError,
+    Compare,
     KeyExistsError,
     KeyNotFoundError,
     KeyValue,
@@ -258,6 +259,32 @@ class EtcdKV:
         if not prev:  # deleted between the compare and the delete: impossible in one txn
             raise KeyNotFoundError(f"key {key!r} not found")
         return int(resp.header.revision), _kv(prev[0])
+
+    async def txn(
+        self, compares: Sequence[Compare], puts: Sequence[tuple[str, bytes]] = (), deletes: Sequence[str] = ()
+    ) -> int:
+        guards = [
+            rpc_pb2.Compare(
+                key=c.key.encode(), target=rpc_pb2.Compare.MOD, result=rpc_pb2.Compare.EQUAL,
+                mod_revision=c.mod_revision,
+            )
+            for c in compares
+        ]  # fmt: skip
+        ops = [self._put_op(k.encode(), v, 0) for k, v in puts]
+        ops += [rpc_pb2.RequestOp(request_delete_range=rpc_pb2.DeleteRangeRequest(key=k.encode())) for k in deletes]
+        # On failure read the guarded keys back, to say which one moved.
+        reads = [
+            rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=c.key.encode(), keys_only=True)) for c in compares
+        ]
+        resp = await self._txn(rpc_pb2.TxnRequest(compare=guards, success=ops, failure=reads), "txn")
+        if not resp.succeeded:
+            for c, r in zip(compares, resp.responses, strict=False):
+                kvs = r.response_range.kvs
+                mod = int(kvs[0].mod_revision) if kvs else 0
+                if mod != c.mod_revision:
+                    raise RevisionConflictError(f"key {c.key!r} is at revision {mod}, not {c.mod_revision}", mod)
+            raise RevisionConflictError("txn: a compare failed")
+        return int(resp.header.revision)
 
     async def delete_prefix(self, prefix: str) -> int:
         """Delete every key under ``prefix`` (tests and tooling; not part of the KV port)."""

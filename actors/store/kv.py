@@ -7,7 +7,7 @@ compaction, leases) for fast unit tests. Both are tested by the same contract te
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
@@ -65,6 +65,17 @@ class KVEvent:
     prev_kv: KeyValue | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """One guard of a multi-key transaction: ``key``'s mod revision equals ``mod_revision``.
+
+    ``mod_revision=0`` means "the key is absent" (etcd compares a missing key as all zeros).
+    """
+
+    key: str
+    mod_revision: int
+
+
 @runtime_checkable
 class KV(Protocol):
     """etcd-shaped key-value store. Revisions are global and strictly increasing."""
@@ -89,6 +100,17 @@ class KV(Protocol):
 
     async def delete(self, key: str, *, expected_mod_revision: int = 0) -> tuple[int, KeyValue]:
         """Delete (only if the mod revision matches, when given); returns (revision, previous kv)."""
+        ...
+
+    async def txn(
+        self, compares: Sequence[Compare], puts: Sequence[tuple[str, bytes]] = (), deletes: Sequence[str] = ()
+    ) -> int:
+        """All ``compares`` hold -> apply every put and delete at one new revision, atomically.
+
+        Returns the new revision. Raises RevisionConflictError (current_revision: the first
+        failing key's mod revision, 0 if absent) and changes nothing when any compare fails.
+        Deleting an absent key is a no-op. Used for writes spanning several objects (bindings).
+        """
         ...
 
     def watch(self, prefix: str, *, start_revision: int) -> AsyncIterator[list[KVEvent]]:

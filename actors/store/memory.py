@@ -13,11 +13,12 @@ import asyncio
 import bisect
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 from .kv import (
     CompactedError,
+    Compare,
     KeyExistsError,
     KeyNotFoundError,
     KeyValue,
@@ -174,6 +175,25 @@ class MemoryKV:
         prev: list[KeyValue] = []
         rev = self._write(lambda r: prev.append(self._delete_at(key, r)))
         return rev, prev[0]
+
+    async def txn(
+        self, compares: Sequence[Compare], puts: Sequence[tuple[str, bytes]] = (), deletes: Sequence[str] = ()
+    ) -> int:
+        self._check_open()
+        for c in compares:
+            current = self._data.get(c.key)
+            mod = current.mod_revision if current is not None else 0
+            if mod != c.mod_revision:
+                raise RevisionConflictError(f"key {c.key!r} is at revision {mod}, not {c.mod_revision}", mod)
+
+        def apply(rev: int) -> None:
+            for key, value in puts:
+                self._put_at(key, value, 0, rev)
+            for key in deletes:
+                if key in self._data:
+                    self._delete_at(key, rev)
+
+        return self._write(apply)
 
     def _expect(self, key: str, expected_mod_revision: int) -> None:
         current = self._data.get(key)

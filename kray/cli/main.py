@@ -20,6 +20,8 @@ COMMANDS: dict[str, str] = {
     "get": "kray.cli.get:get_cmd",
     "describe": "kray.cli.describe:describe_cmd",
     "delete": "kray.cli.delete:delete_cmd",
+    "rollout": "kray.cli.rollout:rollout_cmd",
+    "scale": "kray.cli.scale:scale_cmd",
     "api-resources": "kray.cli.info:api_resources_cmd",
     "version": "kray.cli.info:version_cmd",
     "up": "kray.cli.cluster:up",

@@ -1,0 +1,370 @@
+"""Pod binding (``POST .../pods/{name}/binding``) as one optimistic etcd transaction (Omega-style).
+
+Several scheduler shards bind concurrently from possibly stale caches, so the API server, not
+the scheduler, is where "the node still has room" is decided. Each node has an allocation
+record, one key per node::
+
+    /registry/kray.io/nodeallocations/<node>
+    {"node": "n1",
+     "requested": {"cpu": 1500, "memory": 2147483648000, "nvidia.com/gpu": 2000},   # milli-units
+     "pods": {"<pod uid>": {"pod": "ns/name", "requests": {"cpu": 500, ...}}, ...}}
+
+``requested`` is the sum of the entries' requests (kept for readers; always recomputed from
+``pods`` when written); the pod count is ``len(pods)``. A bind reads the pod, the node and the
+record, checks in Python that the pod's requests fit the node's allocatable (cpu, memory, pods,
+extended resources), then commits ONE transaction guarded by the pod's and the record's mod
+revisions that writes the bound pod and the grown record. A lost race re-reads and retries; a
+pod that no longer fits is a 409 Conflict.
+
+Release: pods are deleted through many paths (graceful delete, finalizers, deletecollection,
+namespace and garbage collection), so instead of threading the record through each of them,
+``AllocationReleaser`` watches the pod keys and removes a pod's entry (by uid, so it is
+idempotent) when the pod is deleted or reaches Succeeded/Failed; it also adds pods created with
+``spec.nodeName`` preset (they bypass binding). A full resync at start and periodically repairs
+anything missed while no API server ran. Until a release lands the record over-counts, which
+can only make a bind wait, never overcommit; and every write of a record is guarded by its mod
+revision, so the releaser and binds never lose each other's updates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from kray.actors.store.kv import CompactedError, Compare, KeyValue, RevisionConflictError
+from kray.actors.store.objects import ObjectStore
+from kray.crds.meta import Condition, Status
+from kray.crds.quantity import Quantity
+from kray.crds.registry import KindInfo
+
+from . import errors
+
+log = logging.getLogger(__name__)
+
+ALLOCATIONS_PREFIX = "/registry/kray.io/nodeallocations/"
+DEFAULT_MAX_PODS = 110  # the kubelet's default when a node reports no "pods" allocatable
+_RETRIES = 16
+_TERMINAL = ("Succeeded", "Failed")
+
+
+def allocation_key(node: str) -> str:
+    return ALLOCATIONS_PREFIX + node
+
+
+def milli(resources: dict[str, Any] | None) -> dict[str, int]:
+    """Wire quantities ({"cpu": "500m"}) to integer milli-units ({"cpu": 500}); zeros dropped."""
+    out: dict[str, int] = {}
+    for name, value in (resources or {}).items():
+        q = value if isinstance(value, Quantity) else Quantity(value)
+        m = q.milli()
+        if m:
+            out[name] = m
+    return out
+
+
+def pod_requests(pod: dict[str, Any]) -> dict[str, int]:
+    """Kubernetes' PodRequests: max(sum of containers, any init container) + overhead, milli-units."""
+    spec = pod.get("spec") or {}
+    total: dict[str, int] = {}
+    for c in spec.get("containers") or []:
+        for name, v in milli((c.get("resources") or {}).get("requests")).items():
+            total[name] = total.get(name, 0) + v
+    for c in spec.get("initContainers") or []:
+        for name, v in milli((c.get("resources") or {}).get("requests")).items():
+            total[name] = max(total.get(name, 0), v)
+    for name, v in milli(spec.get("overhead")).items():
+        total[name] = total.get(name, 0) + v
+    total.pop("pods", None)
+    return total
+
+
+def node_allocatable(node: dict[str, Any]) -> tuple[dict[str, int], int]:
+    """(allocatable in milli-units without "pods", max pods)."""
+    status = node.get("status") or {}
+    alloc = milli(status.get("allocatable") or status.get("capacity"))
+    pods = alloc.pop("pods", None)
+    return alloc, (pods // 1000 if pods is not None else DEFAULT_MAX_PODS)
+
+
+class Allocation:
+    """A node's allocation record (see the module docstring for the stored format)."""
+
+    def __init__(self, node: str, pods: dict[str, dict[str, Any]] | None = None, mod_revision: int = 0) -> None:
+        self.node = node
+        self.pods = pods or {}
+        self.mod_revision = mod_revision  # 0: no record stored yet
+
+    @classmethod
+    def load(cls, node: str, kv: KeyValue | None) -> Allocation:
+        if kv is None:
+            return cls(node)
+        return cls(node, json.loads(kv.value).get("pods") or {}, kv.mod_revision)
+
+    @property
+    def requested(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for entry in self.pods.values():
+            for name, v in entry["requests"].items():
+                total[name] = total.get(name, 0) + v
+        return total
+
+    def encode(self) -> bytes:
+        doc = {"node": self.node, "requested": self.requested, "pods": self.pods}
+        return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+
+    def misfit(self, requests: dict[str, int], allocatable: dict[str, int], max_pods: int) -> list[str]:
+        """Why a pod with ``requests`` does not fit on top of this record (empty: it fits)."""
+        reasons = []
+        if len(self.pods) + 1 > max_pods:
+            reasons.append(f"Too many pods ({len(self.pods)} of {max_pods} bound)")
+        used = self.requested
+        for name, want in sorted(requests.items()):
+            free = allocatable.get(name, 0) - used.get(name, 0)
+            if want > free:
+                reasons.append(f"Insufficient {name} (requested {_fmt(want)}, free {_fmt(max(free, 0))})")
+        return reasons
+
+    def guard(self) -> Compare:
+        return Compare(allocation_key(self.node), self.mod_revision)
+
+
+def _fmt(milli_value: int) -> str:
+    return str(milli_value // 1000) if milli_value % 1000 == 0 else f"{milli_value}m"
+
+
+def _entry(pod: dict[str, Any]) -> dict[str, Any]:
+    meta = pod.get("metadata") or {}
+    return {"pod": f"{meta.get('namespace')}/{meta.get('name')}", "requests": pod_requests(pod)}
+
+
+def _bound(pod: dict[str, Any]) -> tuple[str, str] | None:
+    """(node, uid) of a pod that holds a share of its node: bound and not terminal."""
+    node = (pod.get("spec") or {}).get("nodeName")
+    if not node or (pod.get("status") or {}).get("phase") in _TERMINAL:
+        return None
+    return node, str((pod.get("metadata") or {}).get("uid") or "")
+
+
+class Bindings:
+    """The binding subresource plus the allocation releaser (started on the first bind)."""
+
+    def __init__(self, store: ObjectStore, clock: Callable[[], datetime], *, resync_period: float = 300.0) -> None:
+        self.store = store
+        self.clock = clock
+        self.releaser = AllocationReleaser(store, resync_period=resync_period)
+
+    def _infos(self) -> tuple[KindInfo, KindInfo]:
+        reg = self.store.registry
+        return reg.get("v1", "Pod"), reg.get("v1", "Node")
+
+    async def bind(self, namespace: str, name: str, body: dict[str, Any]) -> Status:
+        """``POST /api/v1/namespaces/{ns}/pods/{name}/binding`` with a ``v1 Binding``."""
+        pod_info, _ = self._infos()
+        if body.get("kind") not in (None, "Binding"):
+            raise errors.bad_request(f"expected a Binding, got kind {body.get('kind')!r}")
+        target = body.get("target") or {}
+        node = target.get("name")
+        if not node or target.get("kind", "Node") != "Node":
+            raise errors.invalid(pod_info, name, [("target.name", "Required value: a node name", "FieldValueRequired")])
+        meta = body.get("metadata") or {}
+        if meta.get("name") not in (None, name):
+            raise errors.bad_request(f"the binding's name ({meta.get('name')}) does not match the pod ({name})")
+        return await self.bind_many(namespace, [(name, meta.get("uid"), node)])
+
+    async def bind_gang(self, namespace: str, group: str, body: dict[str, Any]) -> Status:
+        """``POST /apis/scheduling.kray.io/v1alpha1/namespaces/{ns}/podgroups/{group}/binding``.
+
+        Body: ``{"kind": "PodGroupBinding", "bindings": [{"podName", "podUID", "node"}, ...]}``.
+        All members bind in one transaction or none does: two gangs racing from different
+        scheduler shards can never both end up half placed.
+        """
+        pod_info, _ = self._infos()
+        items = body.get("bindings")
+        if body.get("kind") not in (None, "PodGroupBinding") or not isinstance(items, list) or not items:
+            raise errors.bad_request("expected a PodGroupBinding with a non-empty bindings list")
+        pairs = []
+        for item in items:
+            if not isinstance(item, dict) or not item.get("podName") or not item.get("node"):
+                raise errors.invalid(
+                    pod_info, group, [("bindings", "each needs podName and node", "FieldValueRequired")]
+                )
+            pairs.append((str(item["podName"]), item.get("podUID"), str(item["node"])))
+        return await self.bind_many(namespace, pairs)
+
+    async def bind_many(self, namespace: str, pairs: list[tuple[str, str | None, str]]) -> Status:
+        """Bind (pod name, expected uid or None, node) pairs in ONE guarded transaction."""
+        pod_info, node_info = self._infos()
+        await self.releaser.ensure_started()
+        kv = self.store.kv
+        pod_keys = [self.store.key(pod_info, namespace, name) for name, _, _ in pairs]
+        nodes = sorted({node for _, _, node in pairs})
+        for _ in range(_RETRIES):
+            reads = await asyncio.gather(
+                *(kv.get(k) for k in pod_keys),
+                *(kv.get(self.store.key(node_info, None, n)) for n in nodes),
+                *(kv.get(allocation_key(n)) for n in nodes),
+            )
+            pod_kvs, node_kvs, alloc_kvs = reads[: len(pairs)], reads[len(pairs) : -len(nodes)], reads[-len(nodes) :]
+            allocs = {n: Allocation.load(n, a) for n, a in zip(nodes, alloc_kvs, strict=True)}
+            capacity = {}
+            for n, node_kv in zip(nodes, node_kvs, strict=True):
+                if node_kv is None:
+                    raise errors.not_found(node_info, n)
+                capacity[n] = node_allocatable(json.loads(node_kv.value))
+            compares, puts = [], []
+            for (name, uid, node), key, pod_kv in zip(pairs, pod_keys, pod_kvs, strict=True):
+                if pod_kv is None:
+                    raise errors.not_found(pod_info, name)
+                pod = json.loads(pod_kv.value)
+                pmeta, spec = pod.get("metadata") or {}, pod.setdefault("spec", {})
+                if uid and uid != pmeta.get("uid"):
+                    raise errors.conflict(pod_info, name, f"Precondition failed: UID in precondition: {uid}")
+                if spec.get("nodeName"):
+                    why = f'pod {name} is already assigned to node "{spec["nodeName"]}"'
+                    raise errors.conflict(pod_info, name, why)
+                if pmeta.get("deletionTimestamp"):
+                    raise errors.conflict(pod_info, name, f"pod {name} is being deleted, cannot be assigned to a host")
+                alloc, entry = allocs[node], _entry(pod)
+                reasons = alloc.misfit(entry["requests"], *capacity[node])
+                if reasons:
+                    why = f"pod {namespace}/{name} does not fit: {'; '.join(reasons)}"
+                    raise errors.conflict(node_info, node, why)
+                alloc.pods[str(pmeta.get("uid") or key)] = entry  # later members see this one's share
+                spec["nodeName"] = node
+                self._mark_scheduled(pod)
+                compares.append(Compare(key, pod_kv.mod_revision))
+                puts.append((key, json.dumps(pod, separators=(",", ":")).encode()))
+            for alloc in allocs.values():
+                compares.append(alloc.guard())
+                puts.append((alloc.guard().key, alloc.encode()))
+            try:
+                await kv.txn(compares, puts)
+            except RevisionConflictError:
+                continue  # another bind (or a pod write) won: re-read and decide again
+            return Status(status="Success", code=201)
+        raise errors.conflict(node_info, nodes[0], "too many concurrent bindings; try again")
+
+    def _mark_scheduled(self, pod: dict[str, Any]) -> None:
+        status = pod.setdefault("status", {})
+        conds = [c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"]
+        cond = Condition(type="PodScheduled", status="True", last_transition_time=self.clock())
+        conds.append(cond.model_dump(by_alias=True, exclude_none=True, mode="json"))
+        status["conditions"] = conds
+
+    def stop(self) -> None:
+        self.releaser.stop()
+
+
+class AllocationReleaser:
+    """Keeps allocation records equal to the bound, non-terminal pods (see the module docstring)."""
+
+    def __init__(self, store: ObjectStore, *, resync_period: float = 300.0) -> None:
+        self.store = store
+        self.resync_period = resync_period
+        self._task: asyncio.Task[None] | None = None
+        self._ready: asyncio.Future[None] | None = None
+
+    @property
+    def _pods_prefix(self) -> str:
+        return self.store.prefix(self.store.registry.get("v1", "Pod"))
+
+    async def ensure_started(self) -> None:
+        """Start on first use, and wait for the first resync (so preset-nodeName pods count)."""
+        if self._task is None or self._task.done():
+            self._ready = asyncio.get_running_loop().create_future()
+            self._task = asyncio.ensure_future(self._run())
+        assert self._ready is not None
+        await asyncio.shield(self._ready)
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                revision = await self.resync()
+                if self._ready is not None and not self._ready.done():
+                    self._ready.set_result(None)
+                await asyncio.wait_for(self._follow(revision), self.resync_period)
+            except asyncio.TimeoutError:
+                continue  # periodic full resync
+            except asyncio.CancelledError:
+                raise
+            except CompactedError:
+                continue
+            except Exception:
+                log.exception("allocation releaser failed; resyncing")
+                if self._ready is not None and not self._ready.done():
+                    self._ready.set_result(None)  # binds still work; records may over-count
+                await asyncio.sleep(1.0)
+
+    async def resync(self) -> int:
+        """Recompute every record from the pods; returns the pod list's revision.
+
+        Records are read BEFORE the pods: every entry was then written by a bind of a pod that
+        existed by the pod read, so an entry whose pod is missing there was really deleted.
+        Each rewrite is guarded by the record's mod revision: a bind in between wins.
+        """
+        kv = self.store.kv
+        recs, _ = await kv.range(ALLOCATIONS_PREFIX)
+        pods, revision = await kv.range(self._pods_prefix)
+        records = {r.key[len(ALLOCATIONS_PREFIX) :]: Allocation.load(r.key[len(ALLOCATIONS_PREFIX) :], r) for r in recs}
+        want: dict[str, dict[str, dict[str, Any]]] = {}
+        for p in pods:
+            pod = json.loads(p.value)
+            held = _bound(pod)
+            if held is not None:
+                want.setdefault(held[0], {})[held[1]] = _entry(pod)
+        for node in set(records) | set(want):
+            alloc = records.get(node) or Allocation(node)
+            desired = want.get(node, {})
+            fixed = {uid: alloc.pods.get(uid, e) for uid, e in desired.items()}
+            if fixed != alloc.pods:
+                new = Allocation(node, fixed, alloc.mod_revision)
+                with contextlib.suppress(RevisionConflictError):
+                    await kv.txn([alloc.guard()], [(alloc.guard().key, new.encode())])
+        return revision
+
+    async def _follow(self, revision: int) -> None:
+        async for batch in self.store.kv.watch(self._pods_prefix, start_revision=revision + 1):
+            for ev in batch:
+                await self._on_event(ev.type, ev.kv, ev.prev_kv)
+
+    async def _on_event(self, type_: str, kv: KeyValue, prev_kv: KeyValue | None) -> None:
+        before = _bound(json.loads(prev_kv.value)) if prev_kv is not None else None
+        if type_ == "DELETE":
+            if before is not None:
+                await self._modify(before[0], lambda a: a.pods.pop(before[1], None) is not None)
+            return
+        pod = json.loads(kv.value)
+        after = _bound(pod)
+        if before is not None and after is None:  # went terminal
+            await self._modify(before[0], lambda a: a.pods.pop(before[1], None) is not None)
+        elif after is not None and prev_kv is None:  # created with spec.nodeName preset
+            entry = _entry(pod)
+            await self._modify(after[0], lambda a: a.pods.setdefault(after[1], entry) is entry)
+
+    async def _modify(self, node: str, change: Callable[[Allocation], bool]) -> None:
+        kv = self.store.kv
+        for _ in range(_RETRIES):
+            alloc = Allocation.load(node, await kv.get(allocation_key(node)))
+            if not change(alloc):
+                return  # already as wanted: idempotent
+            try:
+                await kv.txn([alloc.guard()], [(alloc.guard().key, alloc.encode())])
+                return
+            except RevisionConflictError:
+                continue
+        log.warning("allocation of node %s: gave up after %d conflicts; the resync will fix it", node, _RETRIES)
+
+
+async def read_allocation(store: ObjectStore, node: str) -> Allocation:
+    """The node's current record (tests, tools)."""
+    return Allocation.load(node, await store.kv.get(allocation_key(node)))

@@ -1,0 +1,26 @@
+"""Built-in workload controllers (kube-controller-manager's), each a plain reconciler plus a ``build``.
+
+Wire them into a ``Manager`` with ``build_replicaset_controller(manager)`` and
+``build_deployment_controller(manager)``, or host them as Ray actors with
+``deploy_controller(name, "kray.actors.controllers.replicaset:build", config)`` (likewise
+``...deployment:build``; ``...controllers:build_all`` wires both into one manager).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kray.actors.framework.manager import Manager
+
+
+def build_all(manager: Manager) -> None:
+    """Both workload controllers in one manager (one actor): what a controller-manager runs."""
+    from .deployment import build_deployment_controller
+    from .replicaset import build_replicaset_controller
+
+    build_replicaset_controller(manager)
+    build_deployment_controller(manager)
+
+
+__all__ = ["build_all"]

@@ -1,0 +1,178 @@
+"""The scheduler as a cluster service: one named, detached, restartable Ray actor per shard.
+
+Plumbing only; the logic is ``ShardCore``. Each actor runs its shard on a thread with its own
+event loop so it starts with the actor (and after Ray restarts it) without waiting for a
+method call. Watches come straight off etcd when ``etcd_endpoint`` is given (the direct bus,
+measured faster than HTTP watches), through the API server otherwise; writes (bindings,
+status, events, evictions) always go through the API server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from typing import Any
+
+import ray
+
+from kray.config import KrayConfig
+
+log = logging.getLogger(__name__)
+
+RAY_NAMESPACE = "kray"
+MAX_SHARDS = 64  # how far deploy_scheduler looks for surplus shards to retire
+
+
+def actor_name(index: int) -> str:
+    return f"kray-scheduler-{index}"
+
+
+class SchedulerShardActor:
+    def __init__(
+        self,
+        index: int,
+        count: int,
+        config: KrayConfig,
+        etcd_endpoint: str | None = None,
+        profile: dict[str, Any] | None = None,
+    ) -> None:
+        import kray.crds  # noqa: F401  (registers the built-in kinds)
+
+        self.index, self.count = index, count
+        self.config, self.etcd_endpoint, self.profile = config, etcd_endpoint, profile
+        self.core: Any = None
+        self.error: str | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._main: asyncio.Task[None] | None = None
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=actor_name(index), daemon=True)
+        self._thread.start()
+        self._started.wait(30)
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            self._main = loop.create_task(self._serve())
+            loop.call_soon(self._started.set)
+            loop.run_until_complete(self._main)
+        except BaseException as exc:
+            if not isinstance(exc, asyncio.CancelledError):
+                self.error = repr(exc)
+                log.exception("scheduler shard %d failed", self.index)
+        finally:
+            self._started.set()
+            loop.close()
+
+    async def _serve(self) -> None:
+        from kray.actors.framework.ports import ClientListWatcher, ListWatcher, StoreListWatcher
+
+        from kray.client.aio import AsyncClient
+
+        from .binder import ApiBinder
+        from .evictor import ApiEvictor
+        from .profile import Profile
+        from .reporter import ApiStatusReporter
+        from .shard import ShardCore
+
+        async with AsyncClient(self.config) as client:
+            lw: ListWatcher
+            kv: Any = None
+            if self.etcd_endpoint:
+                from kray.actors.store.etcd import EtcdKV
+                from kray.actors.store.objects import ObjectStore
+
+                kv = EtcdKV(self.etcd_endpoint)
+                lw = StoreListWatcher(ObjectStore(kv))
+            else:
+                lw = ClientListWatcher(client)
+            reporter = ApiStatusReporter(client, instance=actor_name(self.index))
+            self.core = ShardCore(
+                self.index,
+                self.count,
+                pods=lw,
+                nodes=lw,
+                pod_groups=lw,
+                binder=ApiBinder(client),
+                reporter=reporter,
+                evictor=ApiEvictor(client, reporter),
+                profile=Profile.from_dict(self.profile) if self.profile else None,
+            )
+            try:
+                await self.core.run()
+            finally:
+                if kv is not None:
+                    with contextlib.suppress(Exception):
+                        await kv.close()
+
+    def _call(self, fn: Any) -> Any:
+        """Run ``fn()`` on the shard's loop (the core is not thread-safe) and wait for it."""
+        loop = self._loop
+        if loop is None or self.core is None:
+            return None
+
+        async def wrapped() -> Any:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(wrapped(), loop).result(10)
+
+    def ready(self) -> bool:
+        return self._main is not None and not self._main.done() and self.core is not None
+
+    def stats(self) -> dict[str, Any]:
+        stats = self._call(lambda: self.core.stats()) or {}
+        return {**stats, "error": self.error}
+
+    def reshard(self, count: int) -> None:
+        self.count = count
+        self._call(lambda: self.core.reshard(count))
+
+    def stop(self) -> None:
+        loop, main = self._loop, self._main
+        if loop is not None and main is not None and not main.done():
+            loop.call_soon_threadsafe(main.cancel)
+        self._thread.join(10)
+
+
+def deploy_scheduler(
+    config: KrayConfig,
+    shards: int,
+    etcd_endpoint: str | None = None,
+    profile: dict[str, Any] | None = None,
+) -> list[Any]:
+    """Create (or find) ``shards`` detached actors ``kray-scheduler-<i>`` in Ray namespace ``kray``.
+
+    Existing shards are told the new count (their pending pods re-hash to the new owners);
+    shards beyond the count are retired.
+    """
+    if shards < 1:
+        raise ValueError("shards must be >= 1")
+    if profile:
+        from .profile import Profile
+
+        Profile.from_dict(profile)  # a bad profile fails here, not in an actor
+    remote_cls = ray.remote(SchedulerShardActor)
+    handles = [
+        remote_cls.options(  # type: ignore[attr-defined]
+            name=actor_name(i),
+            namespace=RAY_NAMESPACE,
+            lifetime="detached",
+            max_restarts=-1,
+            max_task_retries=-1,
+            get_if_exists=True,
+            num_cpus=0,
+            max_concurrency=4,
+        ).remote(i, shards, config, etcd_endpoint, profile)
+        for i in range(shards)
+    ]
+    ray.get([h.reshard.remote(shards) for h in handles])
+    for i in range(shards, MAX_SHARDS):
+        try:
+            surplus = ray.get_actor(actor_name(i), namespace=RAY_NAMESPACE)
+        except ValueError:
+            break
+        ray.kill(surplus, no_restart=True)
+    return handles

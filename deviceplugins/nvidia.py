@@ -1,0 +1,148 @@
+"""The NVIDIA GPU device plugin: ``nvidia.com/gpu`` from NVML, served over the v1beta1 API.
+
+``GpuPluginCore`` holds everything about the devices (discovery, health, preferred allocation,
+Allocate answers, the NodeDevices inventory) with NVML and the clock handed in; ``GpuPlugin``
+serves it on ``<plugin_dir>/nvidia.sock`` and registers with the device manager. No Ray here:
+``actor.py`` wraps this for a Ray node.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+from kray.crds.devices import NodeDevices
+
+from .allocation import DevicePaths, Topology, advertised_ids, allocate_response, base_uuid, preferred_allocation
+from .api import HEALTHY, UNHEALTHY, pb
+from .health import Clock, HealthMonitor, XidPolicy
+from .inventory import build_node_devices
+from .nvml import GpuInfo, NoGPUs, Nvml, discover
+from .server import PluginServer, Versioned
+
+log = logging.getLogger(__name__)
+
+RESOURCE_NAME = "nvidia.com/gpu"
+DEFAULT_PLUGIN_DIR = "/var/lib/kray/device-plugins"
+SOCKET_NAME = "nvidia.sock"
+
+
+@dataclass
+class GpuPluginConfig:
+    resource_name: str = RESOURCE_NAME
+    # Time-slicing: advertise each GPU as this many ids (<uuid>::<i>), shared without isolation.
+    replicas: int = 1
+    dev_root: str = "/dev"
+    xid_policy: XidPolicy = field(default_factory=XidPolicy)
+    backoff_s: float = 10.0
+    max_backoff_s: float = 300.0
+    poll_interval_s: float = 5.0
+    health_tick_s: float = 1.0
+
+
+class GpuPluginCore:
+    """A ``PluginCore`` over NVML. Check ``no_gpus`` before serving: it is set on GPU-less hosts."""
+
+    def __init__(self, nvml: Nvml, config: GpuPluginConfig | None = None, clock: Clock | None = None) -> None:
+        self.config = config or GpuPluginConfig()
+        self.resource_name = self.config.resource_name
+        self.nvml = nvml
+        found = discover(nvml)
+        self.no_gpus: NoGPUs | None = found if isinstance(found, NoGPUs) else None
+        # MIG-enabled GPUs cannot be handed out whole; a MIG strategy would advertise their slices.
+        self.gpus: list[GpuInfo] = [g for g in found if not g.mig_enabled] if isinstance(found, list) else []
+        self.topology = Topology.from_nvml(nvml, self.gpus)
+        self.paths = DevicePaths(dev_root=self.config.dev_root)
+        self._versions = Versioned()
+        self.health = HealthMonitor(
+            nvml,
+            self.gpus,
+            policy=self.config.xid_policy,
+            clock=clock,
+            backoff_s=self.config.backoff_s,
+            max_backoff_s=self.config.max_backoff_s,
+            poll_interval_s=self.config.poll_interval_s,
+            on_change=self._versions.bump,
+        )
+        self._ids = advertised_ids(self.gpus, self.config.replicas)
+
+    def start(self) -> None:
+        """Start watching health in the background (tests may call ``health.step`` instead)."""
+        self.health.start(tick_s=self.config.health_tick_s)
+
+    def stop(self) -> None:
+        self.health.stop()
+        self.nvml.shutdown()
+
+    # -- PluginCore -----------------------------------------------------------------------------
+
+    def options(self) -> pb.DevicePluginOptions:
+        return pb.DevicePluginOptions(get_preferred_allocation_available=True)
+
+    def devices(self) -> list[pb.Device]:
+        healthy = self.health.healthy()
+        numa = {g.uuid: g.numa_node for g in self.gpus}
+        out = []
+        for d in self._ids:
+            u = base_uuid(d)
+            dev = pb.Device(ID=d, health=HEALTHY if u in healthy else UNHEALTHY)
+            if numa.get(u) is not None:
+                dev.topology.nodes.add(ID=numa[u])
+            out.append(dev)
+        return out
+
+    def wait_changed(self, seen: int, timeout_s: float) -> int:
+        return self._versions.wait_changed(seen, timeout_s)
+
+    def preferred(self, available: list[str], must_include: list[str], size: int) -> list[str]:
+        healthy = self.health.healthy()
+        usable = [d for d in available if base_uuid(d) in healthy]
+        return preferred_allocation(usable, must_include, size, self.topology)
+
+    def allocate(self, ids: list[str]) -> pb.ContainerAllocateResponse:
+        return allocate_response(ids, self.gpus, self.paths, self.config.replicas)
+
+    def pre_start(self, ids: list[str]) -> None:
+        return None
+
+    # -- inventory ------------------------------------------------------------------------------
+
+    def inventory(self, node_name: str) -> NodeDevices:
+        return build_node_devices(
+            node_name,
+            self.gpus,
+            self.topology,
+            self.health.unhealthy(),
+            resource_name=self.resource_name,
+            replicas=self.config.replicas,
+        )
+
+
+class GpuPlugin:
+    """Core + server: ``start()`` discovers, serves and registers; returns False without GPUs."""
+
+    def __init__(
+        self,
+        nvml: Nvml,
+        plugin_dir: str | os.PathLike[str] = DEFAULT_PLUGIN_DIR,
+        config: GpuPluginConfig | None = None,
+        clock: Clock | None = None,
+        socket_name: str = SOCKET_NAME,
+        watch_interval_s: float = 1.0,
+    ) -> None:
+        self.core = GpuPluginCore(nvml, config, clock)
+        self.server = PluginServer(self.core, plugin_dir, socket_name, watch_interval_s=watch_interval_s)
+
+    def start(self, register: bool = True, watch_health: bool = True) -> bool:
+        if self.core.no_gpus is not None:
+            log.info("no NVIDIA GPUs on this node: %s", self.core.no_gpus.reason)
+            return False
+        if watch_health:
+            self.core.start()
+        self.server.start(register=register)
+        return True
+
+    def stop(self) -> None:
+        self.server.stop()
+        self.core.stop()

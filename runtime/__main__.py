@@ -1,0 +1,79 @@
+"""Run a node's CRI runtime service:
+
+    python -m kray.runtime --socket /run/kray/<node>/cri.sock --state-dir /var/lib/kray/<node> \
+        --subnet 10.88.0.0/24 [--runtime crun|runc] [--bridge kray0] [--prefix kray] [--cgroup-root kray]
+
+Without --subnet the node serves host-network pods only. SIGTERM/SIGINT stop the service; the
+containers keep running (their shims are detached) and a restarted service re-adopts them.
+"""
+
+from __future__ import annotations
+
+import os
+
+# pyroute2 enters a pod's netns through a forked helper process. gRPC's fork handlers, with server
+# threads busy, leave that child crashing (SIGSEGV); without them the child only runs netlink code.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from kray.runtime.cri.server import serve
+from kray.runtime.images import ImageStore
+from kray.runtime.network import BridgeNetwork, NetworkConfig
+from kray.runtime.ocirt import detect_runtime, make_runtime
+from kray.runtime.service import NodeRuntime
+from kray.runtime.volumes import VolumeManager
+
+
+def build_node(args: argparse.Namespace) -> NodeRuntime:
+    state = Path(args.state_dir)
+    oci_root = state / "oci"
+    runtime = make_runtime(args.runtime, oci_root) if args.runtime else detect_runtime(oci_root)
+    network = None
+    if args.subnet:
+        network = BridgeNetwork(
+            NetworkConfig(subnet=args.subnet, state_dir=state / "net", prefix=args.prefix, bridge=args.bridge)
+        )
+    images = ImageStore(Path(args.image_dir) if args.image_dir else state / "images")
+    volumes = VolumeManager(state / "pods")
+    return NodeRuntime(runtime, images, network, state, volumes=volumes, cgroup_root=args.cgroup_root)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m kray.runtime", description="kray node CRI runtime service")
+    ap.add_argument("--socket", required=True, help="unix socket to serve CRI v1 on")
+    ap.add_argument("--state-dir", required=True, help="sandboxes, containers, logs, images live here")
+    ap.add_argument("--subnet", default="", help="the node's podCIDR (pod network); empty: host network only")
+    ap.add_argument("--runtime", default="", help="crun or runc (default: the first installed)")
+    ap.add_argument("--bridge", default="kray0")
+    ap.add_argument("--prefix", default="kray", help="names of netns/veths start with this")
+    ap.add_argument("--cgroup-root", default="kray")
+    ap.add_argument("--image-dir", default="", help="image store (default: <state-dir>/images)")
+    ap.add_argument("--log-level", default="INFO")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    node = build_node(args)
+    server = serve(node, args.socket)
+    logging.getLogger("kray.runtime").info(
+        "serving CRI on unix:%s (runtime %s, %d sandboxes adopted)",
+        args.socket,
+        node.runtime.name,
+        len(node.sandboxes()),
+    )
+    # Say so on stdout too: a parent process waits for this line before it connects.
+    print(f"ready {args.socket}", flush=True)
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    server.stop(grace=2.0).wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,324 @@
+"""The CRI v1 RuntimeService and ImageService over a NodeRuntime, on a unix socket.
+
+The servicer only translates: protobuf in, NodeRuntime call, protobuf out; NodeRuntime errors
+become gRPC status codes (NotFound -> NOT_FOUND, ...). Sync gRPC with a thread pool, because
+every operation below is blocking (subprocesses, netlink, mounts).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+from collections.abc import Callable
+from concurrent import futures
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+from kray.runtime.containers import ContainerStatus
+from kray.runtime.cri import api_pb2 as pb
+from kray.runtime.cri import api_pb2_grpc as pbg
+from kray.runtime.images import ImageInfo
+from kray.runtime.logs import parse_time
+from kray.runtime.service import ContainerRecord, CriError, NodeRuntime, SandboxRecord
+
+log = logging.getLogger("kray.runtime.cri")
+
+API_VERSION = "v1"
+RUNTIME_NAME = "kray"
+RUNTIME_VERSION = "0.1.0"
+
+_STATES = {
+    "created": pb.CONTAINER_CREATED,
+    "running": pb.CONTAINER_RUNNING,
+    "exited": pb.CONTAINER_EXITED,
+}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def rpc(fn: F) -> F:
+    """Map NodeRuntime errors to gRPC status codes; anything else is INTERNAL, logged."""
+
+    @functools.wraps(fn)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return fn(self, request, context)
+        except CriError as exc:
+            context.abort(getattr(grpc.StatusCode, exc.code), str(exc))
+        except Exception as exc:
+            log.exception("%s failed", fn.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, f"{fn.__name__}: {type(exc).__name__}: {exc}")
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _ns(ts: str | None) -> int:
+    if not ts:
+        return 0
+    try:
+        return parse_time(ts)
+    except ValueError:
+        return 0
+
+
+def _sandbox_state(rec: SandboxRecord) -> pb.PodSandboxState:
+    return pb.SANDBOX_READY if rec.state == "ready" else pb.SANDBOX_NOTREADY
+
+
+def _labels_match(labels: Any, selector: Any) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def container_status_pb(rec: ContainerRecord, st: ContainerStatus) -> pb.ContainerStatus:
+    cfg = rec.pb_config()
+    out = pb.ContainerStatus(
+        id=rec.id,
+        metadata=cfg.metadata,
+        state=_STATES.get(st.state, pb.CONTAINER_UNKNOWN),
+        created_at=rec.created_at,
+        started_at=_ns(st.started_at),
+        finished_at=_ns(st.finished_at) if st.state == "exited" else 0,
+        exit_code=int(st.exit_code or 0) if st.state == "exited" else 0,
+        image=pb.ImageSpec(image=rec.image_name),
+        image_ref=rec.image_id,
+        image_id=rec.image_id,
+        reason=st.reason if st.state == "exited" else "",
+        message=st.message,
+        labels=cfg.labels,
+        annotations=cfg.annotations,
+        mounts=cfg.mounts,
+        log_path=rec.log_path,
+        resources=pb.ContainerResources(linux=cfg.linux.resources),
+        user=pb.ContainerUser(linux=pb.LinuxContainerUser(uid=rec.uid, gid=rec.gid)),
+    )
+    if st.state == "exited" and st.finished_at is None:
+        out.finished_at = rec.created_at  # the shim vanished without a record: say when we knew
+    return out
+
+
+def image_pb(info: ImageInfo) -> pb.Image:
+    user = str(info.config.get("User") or "")
+    name = user.partition(":")[0]
+    img = pb.Image(
+        id=info.config_digest,
+        repo_tags=[info.name],
+        repo_digests=[f"{info.name.rsplit(':', 1)[0]}@{info.digest}"],
+        size=max(1, info.size),
+        spec=pb.ImageSpec(image=info.name),
+    )
+    if name.isdigit():
+        img.uid.value = int(name)
+    else:
+        img.username = name
+    return img
+
+
+class RuntimeServicer(pbg.RuntimeServiceServicer):
+    def __init__(self, node: NodeRuntime) -> None:
+        self.node = node
+
+    @rpc
+    def Version(self, request: pb.VersionRequest, context: Any) -> pb.VersionResponse:
+        return pb.VersionResponse(
+            version="0.1.0", runtime_name=RUNTIME_NAME, runtime_version=RUNTIME_VERSION, runtime_api_version=API_VERSION
+        )
+
+    @rpc
+    def Status(self, request: pb.StatusRequest, context: Any) -> pb.StatusResponse:
+        conds = [
+            pb.RuntimeCondition(type="RuntimeReady", status=True),
+            pb.RuntimeCondition(
+                type="NetworkReady",
+                status=self.node.network is not None,
+                reason="" if self.node.network is not None else "NoPodNetwork",
+                message="" if self.node.network is not None else "started without --subnet: host network only",
+            ),
+        ]
+        info = {"runtime": json.dumps({"oci": self.node.runtime.name})} if request.verbose else {}
+        return pb.StatusResponse(status=pb.RuntimeStatus(conditions=conds), info=info)
+
+    # sandboxes --------------------------------------------------------------------------------
+    @rpc
+    def RunPodSandbox(self, request: pb.RunPodSandboxRequest, context: Any) -> pb.RunPodSandboxResponse:
+        rec = self.node.run_sandbox(request.config, request.runtime_handler)
+        return pb.RunPodSandboxResponse(pod_sandbox_id=rec.id)
+
+    @rpc
+    def StopPodSandbox(self, request: pb.StopPodSandboxRequest, context: Any) -> pb.StopPodSandboxResponse:
+        self.node.stop_sandbox(request.pod_sandbox_id)
+        return pb.StopPodSandboxResponse()
+
+    @rpc
+    def RemovePodSandbox(self, request: pb.RemovePodSandboxRequest, context: Any) -> pb.RemovePodSandboxResponse:
+        self.node.remove_sandbox(request.pod_sandbox_id)
+        return pb.RemovePodSandboxResponse()
+
+    @rpc
+    def PodSandboxStatus(self, request: pb.PodSandboxStatusRequest, context: Any) -> pb.PodSandboxStatusResponse:
+        rec = self.node.sandbox(request.pod_sandbox_id)
+        cfg = rec.pb_config()
+        nso = cfg.linux.security_context.namespace_options
+        status = pb.PodSandboxStatus(
+            id=rec.id,
+            metadata=cfg.metadata,
+            state=_sandbox_state(rec),
+            created_at=rec.created_at,
+            network=pb.PodSandboxNetworkStatus(ip=rec.ip or ""),
+            linux=pb.LinuxPodSandboxStatus(namespaces=pb.Namespace(options=nso)),
+            labels=cfg.labels,
+            annotations=cfg.annotations,
+            runtime_handler=rec.runtime_handler,
+        )
+        info: dict[str, str] = {}
+        if request.verbose:
+            info["info"] = json.dumps(
+                {"netns": rec.netns_path, "ipc": rec.ipc_path, "uts": rec.uts_path, "cgroupParent": rec.cgroup_parent}
+            )
+        return pb.PodSandboxStatusResponse(status=status, info=info)
+
+    @rpc
+    def ListPodSandbox(self, request: pb.ListPodSandboxRequest, context: Any) -> pb.ListPodSandboxResponse:
+        f = request.filter
+        items = []
+        for rec in self.node.sandboxes():
+            cfg = rec.pb_config()
+            if f.id and not rec.id.startswith(f.id):
+                continue
+            if f.HasField("state") and _sandbox_state(rec) != f.state.state:
+                continue
+            if not _labels_match(cfg.labels, f.label_selector):
+                continue
+            items.append(
+                pb.PodSandbox(
+                    id=rec.id,
+                    metadata=cfg.metadata,
+                    state=_sandbox_state(rec),
+                    created_at=rec.created_at,
+                    labels=cfg.labels,
+                    annotations=cfg.annotations,
+                    runtime_handler=rec.runtime_handler,
+                )
+            )
+        return pb.ListPodSandboxResponse(items=items)
+
+    # containers -------------------------------------------------------------------------------
+    @rpc
+    def CreateContainer(self, request: pb.CreateContainerRequest, context: Any) -> pb.CreateContainerResponse:
+        rec = self.node.create_container(request.pod_sandbox_id, request.config, request.sandbox_config)
+        return pb.CreateContainerResponse(container_id=rec.id)
+
+    @rpc
+    def StartContainer(self, request: pb.StartContainerRequest, context: Any) -> pb.StartContainerResponse:
+        self.node.start_container(request.container_id)
+        return pb.StartContainerResponse()
+
+    @rpc
+    def StopContainer(self, request: pb.StopContainerRequest, context: Any) -> pb.StopContainerResponse:
+        self.node.stop_container(request.container_id, float(request.timeout))
+        return pb.StopContainerResponse()
+
+    @rpc
+    def RemoveContainer(self, request: pb.RemoveContainerRequest, context: Any) -> pb.RemoveContainerResponse:
+        self.node.remove_container(request.container_id)
+        return pb.RemoveContainerResponse()
+
+    @rpc
+    def ContainerStatus(self, request: pb.ContainerStatusRequest, context: Any) -> pb.ContainerStatusResponse:
+        rec, st = self.node.container(request.container_id)
+        info: dict[str, str] = {}
+        if request.verbose:
+            info["info"] = json.dumps({"pid": st.pid, "shimPid": st.shim_pid, "sandboxId": rec.sandbox_id})
+        return pb.ContainerStatusResponse(status=container_status_pb(rec, st), info=info)
+
+    @rpc
+    def ListContainers(self, request: pb.ListContainersRequest, context: Any) -> pb.ListContainersResponse:
+        f = request.filter
+        out = []
+        for rec in self.node.list_containers(sandbox_id=None):
+            if f.id and not rec.id.startswith(f.id):
+                continue
+            if f.pod_sandbox_id and not rec.sandbox_id.startswith(f.pod_sandbox_id):
+                continue
+            cfg = rec.pb_config()
+            if not _labels_match(cfg.labels, f.label_selector):
+                continue
+            state = _STATES.get(self.node.containers.status(rec.id).state, pb.CONTAINER_UNKNOWN)
+            if f.HasField("state") and state != f.state.state:
+                continue
+            out.append(
+                pb.Container(
+                    id=rec.id,
+                    pod_sandbox_id=rec.sandbox_id,
+                    metadata=cfg.metadata,
+                    image=pb.ImageSpec(image=rec.image_name),
+                    image_ref=rec.image_id,
+                    image_id=rec.image_id,
+                    state=state,
+                    created_at=rec.created_at,
+                    labels=cfg.labels,
+                    annotations=cfg.annotations,
+                )
+            )
+        return pb.ListContainersResponse(containers=out)
+
+    @rpc
+    def ExecSync(self, request: pb.ExecSyncRequest, context: Any) -> pb.ExecSyncResponse:
+        out, err, code = self.node.exec_sync(request.container_id, list(request.cmd), float(request.timeout))
+        return pb.ExecSyncResponse(stdout=out, stderr=err, exit_code=code)
+
+
+class ImageServicer(pbg.ImageServiceServicer):
+    def __init__(self, node: NodeRuntime) -> None:
+        self.node = node
+
+    @rpc
+    def ListImages(self, request: pb.ListImagesRequest, context: Any) -> pb.ListImagesResponse:
+        want = request.filter.image.image
+        imgs = self.node.images.list_images()
+        if want:
+            found = self.node.resolve_image(want)
+            imgs = [found] if found else []
+        return pb.ListImagesResponse(images=[image_pb(i) for i in imgs])
+
+    @rpc
+    def ImageStatus(self, request: pb.ImageStatusRequest, context: Any) -> pb.ImageStatusResponse:
+        info = self.node.resolve_image(request.image.image)
+        if info is None:
+            return pb.ImageStatusResponse()  # CRI: an absent image is an empty answer, not an error
+        extra = {"info": json.dumps({"config": info.config, "layers": info.layers})} if request.verbose else {}
+        return pb.ImageStatusResponse(image=image_pb(info), info=extra)
+
+    @rpc
+    def PullImage(self, request: pb.PullImageRequest, context: Any) -> pb.PullImageResponse:
+        info = self.node.pull_image(request.image.image)
+        return pb.PullImageResponse(image_ref=info.config_digest)
+
+    @rpc
+    def RemoveImage(self, request: pb.RemoveImageRequest, context: Any) -> pb.RemoveImageResponse:
+        info = self.node.resolve_image(request.image.image)
+        if info is not None:
+            # Every tag of the same image goes, as CRI asks.
+            for other in self.node.images.list_images():
+                if other.config_digest == info.config_digest:
+                    self.node.images.remove_image(other.name)
+        return pb.RemoveImageResponse()
+
+
+def serve(node: NodeRuntime, socket_path: Path | str, max_workers: int = 16) -> grpc.Server:
+    """Start serving on `unix:<socket_path>` (a stale socket file is replaced); returns the
+    started server (call .stop(grace) to end it)."""
+    path = Path(socket_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() or path.is_symlink():
+        path.unlink()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="cri"))
+    pbg.add_RuntimeServiceServicer_to_server(RuntimeServicer(node), server)
+    pbg.add_ImageServiceServicer_to_server(ImageServicer(node), server)
+    if server.add_insecure_port(f"unix:{path}") == 0:
+        raise OSError(f"cannot listen on unix:{path}")
+    server.start()
+    os.chmod(path, 0o600)  # root's kubelet only: the socket runs containers as root
+    return server

@@ -1,0 +1,490 @@
+"""The node runtime the CRI service fronts: pod sandboxes and their containers, on top of
+ContainerManager (bundles + shims), ImageStore (overlay rootfs), BridgeNetwork (netns + veth +
+IP) and VolumeManager (pod volume cleanup).
+
+A sandbox has no pause container. Its namespaces are pinned as files instead: the network one by
+BridgeNetwork under /var/run/netns, IPC and UTS by `unshare --ipc=<file> --uts=<file>` in the
+sandbox folder (the UTS one carries the pod's hostname), so containers join them by path. The
+pod also gets a shared /dev/shm (tmpfs) and its own /etc/hosts, /etc/hostname, /etc/resolv.conf.
+
+Everything is on disk under `state_dir`: `sandboxes/<id>/sandbox.json`, `containers/<id>/`
+(ContainerManager's folder + `cri.json`), so a restarted service re-adopts what is running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format
+from kray.runtime.cgroups import CgroupV1
+from kray.runtime.containers import ContainerManager, ContainerStatus
+from kray.runtime.cri import api_pb2 as pb
+from kray.runtime.cri.ocispec import PodContext, SpecError, container_config
+from kray.runtime.images import HOST_IMAGE, ImageError, ImageInfo, ImageStore, normalize
+from kray.runtime.network import BridgeNetwork
+from kray.runtime.ocirt import CliRuntime, OciError
+from kray.runtime.shim import write_json_atomic
+from kray.runtime.volumes import VolumeManager
+
+MAX_EXEC_OUTPUT = 16 << 20  # CRI: cap ExecSync output at 16 MiB per stream
+
+
+class CriError(Exception):
+    code = "INTERNAL"
+
+
+class NotFound(CriError):
+    code = "NOT_FOUND"
+
+
+class AlreadyExists(CriError):
+    code = "ALREADY_EXISTS"
+
+
+class InvalidArgument(CriError):
+    code = "INVALID_ARGUMENT"
+
+
+class FailedPrecondition(CriError):
+    code = "FAILED_PRECONDITION"
+
+
+class DeadlineExceeded(CriError):
+    code = "DEADLINE_EXCEEDED"
+
+
+@dataclass
+class SandboxRecord:
+    id: str
+    config: dict[str, Any]  # the PodSandboxConfig, as protobuf JSON
+    created_at: int
+    state: str = "ready"  # ready | notready
+    hostname: str = ""
+    netns_path: str | None = None
+    ip: str | None = None
+    ipc_path: str | None = None
+    uts_path: str | None = None
+    shm_path: str | None = None
+    cgroup_parent: str = ""
+    runtime_handler: str = ""
+    host_network: bool = False
+    host_ipc: bool = False
+    host_pid: bool = False
+
+    def pb_config(self) -> pb.PodSandboxConfig:
+        return json_format.ParseDict(self.config, pb.PodSandboxConfig())
+
+
+@dataclass
+class ContainerRecord:
+    id: str
+    sandbox_id: str
+    config: dict[str, Any]  # the ContainerConfig, as protobuf JSON
+    image_id: str
+    image_name: str
+    log_path: str
+    created_at: int
+    uid: int = 0
+    gid: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def pb_config(self) -> pb.ContainerConfig:
+        return json_format.ParseDict(self.config, pb.ContainerConfig())
+
+
+def _to_json(msg: Any) -> dict[str, Any]:
+    return dict(json_format.MessageToDict(msg, preserving_proto_field_name=True))
+
+
+def _run(argv: list[str]) -> None:
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise CriError(f"{' '.join(argv[:3])}...: {proc.stderr.strip()}")
+
+
+def _umount(path: Path) -> None:
+    if os.path.ismount(path) or path.exists():
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+class NodeRuntime:
+    def __init__(
+        self,
+        runtime: CliRuntime,
+        images: ImageStore,
+        network: BridgeNetwork | None,
+        state_dir: Path | str,
+        volumes: VolumeManager | None = None,
+        cgroup_root: str = "kray",
+        shm_size: int = 64 << 20,
+    ) -> None:
+        self.runtime = runtime
+        self.images = images
+        self.network = network
+        self.state_dir = Path(state_dir)
+        self.sandbox_root = self.state_dir / "sandboxes"
+        self.sandbox_root.mkdir(parents=True, exist_ok=True)
+        self.containers = ContainerManager(runtime, self.state_dir / "containers")
+        self.scratch_root = self.state_dir / "scratch"
+        self.log_root = self.state_dir / "logs"
+        self.volumes = volumes or VolumeManager(self.state_dir / "pods")
+        self.cgroup_root = "/" + cgroup_root.strip("/")
+        self.shm_size = shm_size
+        self._locks: dict[str, threading.RLock] = {}
+        self._locks_guard = threading.Lock()
+
+    def _lock(self, key: str) -> threading.RLock:
+        with self._locks_guard:
+            return self._locks.setdefault(key, threading.RLock())
+
+    # sandboxes --------------------------------------------------------------------------------
+    def _sandbox_file(self, sid: str) -> Path:
+        return self.sandbox_root / sid / "sandbox.json"
+
+    def _save_sandbox(self, rec: SandboxRecord) -> None:
+        write_json_atomic(self._sandbox_file(rec.id), asdict(rec))
+
+    def sandbox(self, sid: str) -> SandboxRecord:
+        try:
+            data = json.loads(self._sandbox_file(sid).read_text())
+        except (OSError, ValueError):
+            raise NotFound(f"pod sandbox {sid!r} not found") from None
+        return SandboxRecord(**data)
+
+    def sandboxes(self) -> list[SandboxRecord]:
+        out = []
+        for d in sorted(self.sandbox_root.iterdir()):
+            with contextlib.suppress(NotFound):
+                out.append(self.sandbox(d.name))
+        return out
+
+    def run_sandbox(self, config: pb.PodSandboxConfig, runtime_handler: str = "") -> SandboxRecord:
+        md = config.metadata
+        if not md.name:
+            raise InvalidArgument("sandbox config has no metadata.name")
+        key = (md.name, md.namespace, md.uid, md.attempt)
+        with self._lock("sandbox-create"):
+            for other in self.sandboxes():
+                m = other.config.get("metadata", {})
+                if (m.get("name", ""), m.get("namespace", ""), m.get("uid", ""), m.get("attempt", 0)) == key:
+                    raise AlreadyExists(
+                        f"pod sandbox for {md.namespace}/{md.name} attempt {md.attempt} exists: {other.id}"
+                    )
+            sid = secrets.token_hex(16)
+            d = self.sandbox_root / sid
+            d.mkdir(parents=True)
+            nso = config.linux.security_context.namespace_options
+            rec = SandboxRecord(
+                id=sid,
+                config=_to_json(config),
+                created_at=time.time_ns(),
+                hostname=config.hostname or md.name,
+                cgroup_parent=config.linux.cgroup_parent or f"{self.cgroup_root}/pod{sid}",
+                runtime_handler=runtime_handler,
+                host_network=nso.network == pb.NODE,
+                host_ipc=nso.ipc == pb.NODE,
+                host_pid=nso.pid == pb.NODE,
+            )
+            self._save_sandbox(rec)  # first, so a failure below is cleaned up by RemovePodSandbox
+        try:
+            self._setup_sandbox(rec, config, d)
+        except Exception as exc:
+            self.remove_sandbox(sid)
+            if isinstance(exc, CriError):
+                raise
+            raise CriError(f"run pod sandbox {md.namespace}/{md.name}: {exc}") from exc
+        self._save_sandbox(rec)
+        return rec
+
+    def _setup_sandbox(self, rec: SandboxRecord, config: pb.PodSandboxConfig, d: Path) -> None:
+        if not rec.host_network:
+            if self.network is None:
+                raise FailedPrecondition("this node runtime has no pod network (start it with --subnet)")
+            sb = self.network.setup(rec.id)
+            rec.netns_path, rec.ip = sb.netns_path, sb.ip
+        # Pin IPC and UTS: `unshare --ipc=F --uts=F hostname NAME` leaves both namespaces bound to
+        # the files, the UTS one already named after the pod.
+        ns_dir = d / "ns"
+        ns_dir.mkdir()
+        argv = ["unshare"]
+        if not rec.host_ipc:
+            (ns_dir / "ipc").touch()
+            argv.append(f"--ipc={ns_dir / 'ipc'}")
+            rec.ipc_path = str(ns_dir / "ipc")
+        if not rec.host_network:
+            (ns_dir / "uts").touch()
+            argv.append(f"--uts={ns_dir / 'uts'}")
+            rec.uts_path = str(ns_dir / "uts")
+        if len(argv) > 1:
+            _run([*argv, "hostname" if rec.uts_path else "true", *([rec.hostname] if rec.uts_path else [])])
+        if not rec.host_ipc:
+            shm = d / "shm"
+            shm.mkdir()
+            _run(["mount", "-t", "tmpfs", "-o", f"mode=1777,size={self.shm_size},nosuid,nodev", "shm", str(shm)])
+            rec.shm_path = str(shm)
+        self._write_etc(rec, config, d)
+        res = config.linux.resources
+        if res.memory_limit_in_bytes > 0 or res.cpu_quota > 0:
+            # Pod-level limits on the pod cgroup; the containers' cgroups nest under it.
+            cg = CgroupV1(rec.cgroup_parent)
+            cg.ensure()
+            if res.memory_limit_in_bytes > 0:
+                (cg.dir("memory") / "memory.limit_in_bytes").write_text(str(res.memory_limit_in_bytes))
+            if res.cpu_quota > 0:
+                (cg.dir("cpu") / "cpu.cfs_period_us").write_text(str(res.cpu_period or 100_000))
+                (cg.dir("cpu") / "cpu.cfs_quota_us").write_text(str(res.cpu_quota))
+
+    def _write_etc(self, rec: SandboxRecord, config: pb.PodSandboxConfig, d: Path) -> None:
+        etc = d / "etc"
+        etc.mkdir()
+        (etc / "hostname").write_text(rec.hostname + "\n")
+        hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+        if rec.ip:
+            hosts += f"{rec.ip}\t{rec.hostname}\n"
+        (etc / "hosts").write_text(hosts)
+        dns = config.dns_config
+        if dns.servers or dns.searches:
+            lines = [f"nameserver {s}" for s in dns.servers]
+            lines += [f"search {' '.join(dns.searches)}"] if dns.searches else []
+            lines += [f"options {' '.join(dns.options)}"] if dns.options else []
+            (etc / "resolv.conf").write_text("\n".join(lines) + "\n")
+        elif os.path.exists("/etc/resolv.conf"):
+            shutil.copyfile("/etc/resolv.conf", etc / "resolv.conf")  # like Default DNS policy
+        else:
+            (etc / "resolv.conf").write_text("")
+
+    def _pod_context(self, rec: SandboxRecord) -> PodContext:
+        etc = self.sandbox_root / rec.id / "etc"
+        files = {f"/etc/{n}": str(etc / n) for n in ("hosts", "hostname", "resolv.conf") if (etc / n).exists()}
+        return PodContext(
+            hostname=rec.hostname,
+            cgroup_parent=rec.cgroup_parent,
+            netns_path=rec.netns_path,
+            ipc_path=rec.ipc_path,
+            uts_path=rec.uts_path,
+            host_pid=rec.host_pid,
+            etc_files=files,
+            shm_path=rec.shm_path,
+        )
+
+    def stop_sandbox(self, sid: str) -> None:
+        """Kill the pod's containers and give its network back; idempotent."""
+        rec = self.sandbox(sid)
+        with self._lock(sid):
+            for c in self.list_containers(sandbox_id=sid):
+                self.stop_container(c.id, 0)
+            if self.network is not None and not rec.host_network:
+                self.network.teardown(sid)
+            rec.state, rec.netns_path = "notready", None
+            self._save_sandbox(rec)
+
+    def remove_sandbox(self, sid: str) -> None:
+        """Remove containers, network, pinned namespaces, shm, cgroups, volumes, state; idempotent."""
+        try:
+            rec = self.sandbox(sid)
+        except NotFound:
+            if not (self.sandbox_root / sid).exists():
+                return
+            rec = None
+        with self._lock(sid):
+            for c in self.list_containers(sandbox_id=sid):
+                self.remove_container(c.id)
+            if self.network is not None and (rec is None or not rec.host_network):
+                self.network.teardown(sid)
+            d = self.sandbox_root / sid
+            for p in (d / "ns" / "ipc", d / "ns" / "uts", d / "shm"):
+                _umount(p)
+            if rec is not None:
+                CgroupV1(rec.cgroup_parent).remove(timeout=5.0)
+                uid = rec.config.get("metadata", {}).get("uid", "")
+                if uid:
+                    with contextlib.suppress(Exception):
+                        self.volumes.cleanup_pod(uid)
+            shutil.rmtree(d, ignore_errors=True)
+        with self._locks_guard:
+            self._locks.pop(sid, None)
+
+    # containers -------------------------------------------------------------------------------
+    def _record_file(self, cid: str) -> Path:
+        return self.containers.dir(cid) / "cri.json"
+
+    def container(self, cid: str) -> tuple[ContainerRecord, ContainerStatus]:
+        try:
+            rec = ContainerRecord(**json.loads(self._record_file(cid).read_text()))
+        except (OSError, ValueError):
+            raise NotFound(f"container {cid!r} not found") from None
+        return rec, self.containers.status(cid)
+
+    def list_containers(self, sandbox_id: str | None = None) -> list[ContainerRecord]:
+        out = []
+        root = self.containers.state_root
+        for d in sorted(root.iterdir()) if root.is_dir() else []:
+            with contextlib.suppress(NotFound):
+                rec, _ = self.container(d.name)
+                if sandbox_id is None or rec.sandbox_id == sandbox_id:
+                    out.append(rec)
+        return out
+
+    def resolve_image(self, ref: str) -> ImageInfo | None:
+        """An image of the store by name (`busybox` = `busybox:latest`), id or manifest digest."""
+        if not ref:
+            return None
+        info = self.images.image_status(ref)
+        if info is not None:
+            return info
+        for img in self.images.list_images():
+            if ref in (img.config_digest, img.digest, img.config_digest.partition(":")[2]):
+                return img
+        return None
+
+    def create_container(
+        self, sid: str, config: pb.ContainerConfig, sandbox_config: pb.PodSandboxConfig | None = None
+    ) -> ContainerRecord:
+        sb = self.sandbox(sid)
+        if sb.state != "ready":
+            raise FailedPrecondition(f"pod sandbox {sid} is not ready")
+        name, attempt = config.metadata.name, config.metadata.attempt
+        if not name:
+            raise InvalidArgument("container config has no metadata.name")
+        image_name = config.image.image
+        host_image = image_name == HOST_IMAGE
+        info = None if host_image else self.resolve_image(image_name)
+        if info is None and not host_image:
+            raise NotFound(f"image {image_name!r} is not in the node's image store (pull it first)")
+        with self._lock(sid):
+            for other in self.list_containers(sandbox_id=sid):
+                md = other.config.get("metadata", {})
+                if md.get("name") == name and int(md.get("attempt", 0)) == attempt:
+                    raise AlreadyExists(
+                        f"container {name} attempt {attempt} already exists in sandbox {sid}: {other.id}"
+                    )
+            cid = secrets.token_hex(16)
+            d = self.containers.dir(cid)
+            scratch = self.scratch_root / cid
+            try:
+                mode = self.images.mount_rootfs(info.name if info else HOST_IMAGE, d / "rootfs", scratch)
+                log_dir = sb.config.get("log_directory") or str(self.log_root / sid)
+                log_path = Path(log_dir) / (config.log_path or f"{name}/{attempt}.log")
+                log_path.parent.mkdir(parents=True, exist_ok=True)
+                oci_cfg = container_config(
+                    config, info.config if info else {}, d / "rootfs", mode == "host", self._pod_context(sb), cid
+                )
+                rec = ContainerRecord(
+                    id=cid,
+                    sandbox_id=sid,
+                    config=_to_json(config),
+                    image_id=info.config_digest if info else HOST_IMAGE,
+                    image_name=info.name if info else HOST_IMAGE,
+                    log_path=str(log_path),
+                    created_at=time.time_ns(),
+                    uid=oci_cfg.uid,
+                    gid=oci_cfg.gid,
+                )
+                self.containers.create(cid, oci_cfg, log_path)
+                write_json_atomic(self._record_file(cid), asdict(rec))
+            except Exception as exc:
+                with contextlib.suppress(Exception):
+                    self.containers.remove(cid)
+                ImageStore.unmount_rootfs(d / "rootfs")
+                shutil.rmtree(d, ignore_errors=True)
+                shutil.rmtree(scratch, ignore_errors=True)
+                if isinstance(exc, SpecError):
+                    raise InvalidArgument(str(exc)) from exc
+                if isinstance(exc, (ImageError, OciError)):
+                    raise CriError(f"create container {name}: {exc}") from exc
+                raise
+        return rec
+
+    def start_container(self, cid: str) -> None:
+        _, st = self.container(cid)
+        if st.state != "created":
+            raise FailedPrecondition(f"container {cid} is {st.state}, not created")
+        try:
+            self.containers.start(cid)
+        except OciError as exc:
+            raise CriError(f"start container {cid}: {exc}") from exc
+
+    def stop_container(self, cid: str, timeout: float) -> ContainerStatus:
+        """SIGTERM, SIGKILL after `timeout` seconds (0: SIGKILL at once); idempotent."""
+        self.container(cid)
+        if timeout <= 0:
+            with contextlib.suppress(OciError):
+                if self.containers.status(cid).state in ("created", "running"):
+                    self.runtime.kill(cid, signal.SIGKILL, all_procs=True)
+            return self.containers.wait(cid, 10.0)
+        return self.containers.stop(cid, timeout)
+
+    def remove_container(self, cid: str) -> None:
+        if not self.containers.dir(cid).exists():
+            return
+        self.containers.remove(cid)
+        ImageStore.unmount_rootfs(self.containers.dir(cid) / "rootfs")
+        shutil.rmtree(self.scratch_root / cid, ignore_errors=True)
+
+    def exec_sync(self, cid: str, cmd: list[str], timeout: float) -> tuple[bytes, bytes, int]:
+        """Run `cmd` in the running container; (stdout, stderr, exit code)."""
+        _, st = self.container(cid)
+        if st.state != "running":
+            raise FailedPrecondition(f"container {cid} is {st.state}, not running")
+        if not cmd:
+            raise InvalidArgument("exec: empty command")
+        try:
+            proc = subprocess.run(
+                self.runtime.argv("exec", cid, *cmd),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=timeout if timeout > 0 else None,
+            )
+        except subprocess.TimeoutExpired:
+            raise DeadlineExceeded(f"exec in {cid} timed out after {timeout}s: {cmd}") from None
+        return proc.stdout[:MAX_EXEC_OUTPUT], proc.stderr[:MAX_EXEC_OUTPUT], proc.returncode
+
+    # images -----------------------------------------------------------------------------------
+    def pull_image(self, ref: str) -> ImageInfo:
+        """`oci-archive:<tar>[:name]`, `oci:<dir>[:name]` or an absolute path imports a local
+        image layout; any other reference must already be in the store (no registry yet)."""
+        source, name = _local_source(ref)
+        if source is not None:
+            if not source.exists():
+                raise NotFound(f"image source {source} does not exist")
+            try:
+                return self.images.import_image(source, name)
+            except (ImageError, OSError, ValueError, KeyError) as exc:
+                raise InvalidArgument(f"import {source}: {exc}") from exc
+        info = self.resolve_image(ref)
+        if info is None:
+            raise NotFound(
+                f"image {normalize(ref)!r} not found: not in the node's store, and registry pulls are not"
+                " supported yet (import it with oci-archive:<path.tar>)"
+            )
+        return info
+
+
+def _local_source(ref: str) -> tuple[Path | None, str]:
+    for scheme in ("oci-archive:", "oci:"):
+        if ref.startswith(scheme):
+            rest = ref[len(scheme) :]
+            path, _, name = rest.partition(":")  # "<path>[:<name>]"; paths have no ':' in practice
+            return Path(path), normalize(name or _name_from(path))
+    if ref.startswith("/"):
+        return Path(ref), normalize(_name_from(ref))
+    return None, ref
+
+
+def _name_from(path: str) -> str:
+    base = os.path.basename(path.rstrip("/"))
+    for ext in (".tar.gz", ".tgz", ".tar"):
+        if base.endswith(ext):
+            return base[: -len(ext)]
+    return base

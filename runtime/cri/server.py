@@ -3,6 +3,10 @@
 The servicer only translates: protobuf in, NodeRuntime call, protobuf out; NodeRuntime errors
 become gRPC status codes (NotFound -> NOT_FOUND, ...). Sync gRPC with a thread pool, because
 every operation below is blocking (subprocesses, netlink, mounts).
+
+A process that serves this must set GRPC_ENABLE_FORK_SUPPORT=0 before importing grpc (as
+`python -m kray.runtime` does): pyroute2 forks a helper to enter a pod's netns, and with gRPC's
+fork handlers active that child dies of SIGSEGV while server threads are busy.
 """
 
 from __future__ import annotations

@@ -3,10 +3,12 @@
 Importing this package registers every built-in kind with ``REGISTRY``.
 """
 
-from . import apps  # noqa: F401  (registers ReplicaSet and Deployment)
-from . import batch  # noqa: F401  (registers Job)
-from . import devices  # noqa: F401  (registers NodeDevices)
-from . import scheduling  # noqa: F401  (registers PodGroup and PriorityClass)
+from . import (
+    apps,  # noqa: F401  (registers ReplicaSet and Deployment)
+    batch,  # noqa: F401  (registers Job)
+    devices,  # noqa: F401  (registers NodeDevices)
+    scheduling,  # noqa: F401  (registers PodGroup and PriorityClass)
+)
 from .apiextensions import (
     CustomResource,
     CustomResourceDefinition,

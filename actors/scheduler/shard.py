@@ -107,6 +107,18 @@ class ShardCore:
             self.scheduler.on_pod_update(pod)
         self._wakeup()
 
+    def _pod_updated(self, old: Resource, pod: Resource) -> None:
+        assert isinstance(old, Pod) and isinstance(pod, Pod)
+        node = pod.spec.node_name
+        phase = pod.status.phase if pod.status else None
+        if node and node == old.spec.node_name and phase not in _TERMINAL:
+            # A bound pod's status moved (the kubelet marked it Running): its share of the node
+            # is unchanged, so no pending pod could fit now that did not before. Requeueing them
+            # all on every such update would only burn cycles.
+            self.scheduler.cache.update_pod(pod)
+            return
+        self._pod_changed(pod)
+
     def _pod_deleted(self, pod: Resource) -> None:
         assert isinstance(pod, Pod)
         self.scheduler.on_pod_delete(pod)
@@ -162,7 +174,7 @@ class ShardCore:
             )
             self.informers.append(groups)
         pods = Informer(self.lws["pods"], REGISTRY.get("v1", "Pod"))
-        pods.add_handler(FuncHandler(self._pod_changed, lambda _o, n: self._pod_changed(n), self._pod_deleted))
+        pods.add_handler(FuncHandler(self._pod_changed, self._pod_updated, self._pod_deleted))
         self.informers.append(pods)
         # Nodes and groups first: pods listed before any node would all fail "0/0 nodes".
         for informer in self.informers:

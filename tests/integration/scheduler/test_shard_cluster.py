@@ -188,7 +188,8 @@ async def test_gangs_all_or_nothing_and_unschedulable_message(env: Env) -> None:
     for r in range(20):
         names = [f"a{r}", f"b{r}"]
         bodies: list[dict[str, Any]] = [
-            {"apiVersion": f"{PodGroup.GROUP}/{PodGroup.VERSION}", "kind": "PodGroup", "metadata": {"name": g, "namespace": ns},
+            {"apiVersion": f"{PodGroup.GROUP}/{PodGroup.VERSION}", "kind": "PodGroup",
+             "metadata": {"name": g, "namespace": ns},
              "spec": {"minMember": 4, "scheduleTimeoutSeconds": 30}}
             for g in names
         ]  # fmt: skip

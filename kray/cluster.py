@@ -29,6 +29,7 @@ from kray.etcd_server import EtcdServer, free_port, is_healthy
 
 RAY_NAMESPACE = "kray"
 APISERVER_ACTOR = "kray-apiserver"
+CONTROLLER_MANAGER = "controller-manager"
 # Loopback-only local clusters: Ray would otherwise advertise the VM's own address, and it
 # turns on token auth whenever ~/.ray/auth_token exists (left by any earlier ray.init); say so.
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
@@ -170,11 +171,23 @@ def deploy_control_plane(opts: UpOptions, state: LocalState, token: str, log: An
     try:
         handle = deploy_apiserver(state.etcd_endpoint, host=opts.host, port=opts.port, token=token)
         url = str(ray.get(handle.ready.remote(), timeout=opts.timeout))
+        wait_api_healthy(url, token, opts.timeout)
+        log(f"API server serving at {url}")
+        deploy_controllers(KrayConfig(server=url, token=token), opts.timeout, log)
     finally:
         ray.shutdown()
-    wait_api_healthy(url, token, opts.timeout)
-    log(f"API server serving at {url}")
     return url
+
+
+def deploy_controllers(config: KrayConfig, timeout: float, log: Any) -> None:
+    """kube-controller-manager's part: every built-in controller in one leader-elected actor."""
+    import ray
+
+    from kray.actors.framework.hosting import deploy_controller
+
+    handles = deploy_controller(CONTROLLER_MANAGER, "kray.actors.controllers:controller_manager", config)
+    ray.get([h.ready.remote() for h in handles], timeout=timeout)
+    log("controller-manager running (ReplicaSet, Deployment, Job, garbage collector, Namespace, Node lifecycle, Endpoints)")
 
 
 def wait_api_healthy(url: str, token: str, timeout: float) -> None:
@@ -255,8 +268,10 @@ def _remove_actors(ray_address: str, log: Any) -> None:
     except Exception as exc:
         log(f"Ray at {ray_address} not reachable ({exc}); nothing to remove")
         return
+    from kray.actors.framework.hosting import actor_name
+
     try:
-        for name in (APISERVER_ACTOR,):
+        for name in (actor_name(CONTROLLER_MANAGER, 0), APISERVER_ACTOR):
             try:
                 ray.kill(ray.get_actor(name, namespace=RAY_NAMESPACE), no_restart=True)
                 log(f"removed actor {name}")

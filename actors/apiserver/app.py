@@ -30,8 +30,10 @@ from .admission import SYSTEM_NAMESPACES, AdmissionHook, NamespaceLifecycle
 from .auth import BearerAuth
 from .binding import Bindings
 from .bodies import delete_options, int_param, parse_json, read_body, read_object
+from .clusterip import ClusterIPAllocator
 from .handlers import Handlers
 from .lists import list_body, parse_filter, with_resource_version
+from .logs import PodLogs
 from .patch import PATCH_TYPES
 from .watch import WatchParams, WatchResponse, watch_stream
 
@@ -83,6 +85,8 @@ class ApiServer:
         watch_timeout: float = DEFAULT_WATCH_TIMEOUT,
         bookmark_interval: float = 10.0,
         server_address: str = "",
+        service_cidr: str | None = "10.96.0.0/16",
+        service_ip_repair_interval: float = 60.0,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -96,8 +100,14 @@ class ApiServer:
         self.namespace_lifecycle = NamespaceLifecycle(store, lambda: registry.get("v1", "Namespace"))
         hooks: list[AdmissionHook] = [self.namespace_lifecycle] if builtin_admission else []
         hooks.extend(admission)
+        # Services get a ClusterIP from service_cidr (None: no allocation, clusterIP stays as sent).
+        self.cluster_ips: ClusterIPAllocator | None = None
+        if service_cidr:
+            self.cluster_ips = ClusterIPAllocator(store.kv, service_cidr, repair_interval=service_ip_repair_interval)
+            hooks.append(self.cluster_ips)
         self.handlers = Handlers(store, hooks, self.namespace_lifecycle, clock, graceful_pod_deletion)
         self.bindings = Bindings(store, clock)  # pods/{name}/binding: the scheduler's write path
+        self.logs = PodLogs(self.handlers, registry)  # pods/{name}/log: proxied to the node's kubelet
         self.stopping = asyncio.Event()
         self._started = False
         routes = [
@@ -110,6 +120,7 @@ class ApiServer:
             Route("/apis/{group}", self._api_group),
             Route("/api/{version}", self._legacy_resources),
             Route("/apis/{group}/{version}", self._group_resources),
+            Route("/api/v1/namespaces/{namespace}/pods/{name}/log", self.logs.handle),
             Route("/api/{version}/{rest:path}", self._legacy_endpoint, methods=[*_ITEM_METHODS, "POST"]),
             Route("/apis/{group}/{version}/{rest:path}", self._group_endpoint, methods=[*_ITEM_METHODS, "POST"]),
         ]
@@ -138,6 +149,8 @@ class ApiServer:
             with contextlib.suppress(KeyExistsError):
                 await self.store.create(ns_info, obj)
         await self.reload_crds()
+        if self.cluster_ips is not None:
+            self.cluster_ips.start()
         self._started = True
 
     async def reload_crds(self) -> None:
@@ -153,6 +166,8 @@ class ApiServer:
         """End every open watch (server shutdown); in-flight writes are not interrupted."""
         self.stopping.set()
         self.bindings.stop()
+        if self.cluster_ips is not None:
+            self.cluster_ips.stop()
 
     # ---- non-resource endpoints ----
 

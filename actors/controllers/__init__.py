@@ -23,4 +23,16 @@ def build_all(manager: Manager) -> None:
     build_deployment_controller(manager)
 
 
-__all__ = ["build_all"]
+def controller_manager(manager: Manager) -> None:
+    """Every built-in controller in one manager: what `kray up` runs as kube-controller-manager."""
+    from . import endpoints, garbagecollector, job, namespace, nodelifecycle
+
+    build_all(manager)
+    job.setup(manager)
+    garbagecollector.setup(manager)
+    namespace.setup(manager)
+    nodelifecycle.setup(manager)
+    endpoints.setup(manager)
+
+
+__all__ = ["build_all", "controller_manager"]

@@ -168,7 +168,7 @@ def deploy_scheduler(
         ).remote(i, shards, config, etcd_endpoint, profile)
         for i in range(shards)
     ]
-    ray.get([h.reshard.remote(shards) for h in handles])
+    ray.get([h.reshard.remote(shards) for h in handles])  # type: ignore[attr-defined]
     for i in range(shards, MAX_SHARDS):
         try:
             surplus = ray.get_actor(actor_name(i), namespace=RAY_NAMESPACE)

@@ -7,11 +7,14 @@ scheduler unreserve the pod and requeue it with back-off.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kray.crds import Pod
 
 from .status import Status
+
+if TYPE_CHECKING:
+    from kray.client.ops import Request
 
 # A bind that lost a race to another shard: retried after a short back-off, not reported on the
 # pod (the next cycle's verdict, placed or "0/N nodes are available", is what users should see).
@@ -21,7 +24,7 @@ BIND_CONFLICT = "binding rejected: "
 class RequestSender(Protocol):
     """What the binder needs of ``kray.client.AsyncClient``: one raw request."""
 
-    async def request(self, req: object) -> dict: ...
+    async def request(self, req: Request) -> dict[str, Any]: ...
 
 
 def binding_body(pod: Pod, node_name: str) -> dict:

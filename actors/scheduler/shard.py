@@ -66,7 +66,7 @@ class ShardCore:
         restart_delay: float = 1.0,
     ) -> None:
         self.shard = Shard(index, count)
-        self.lws = {"pods": pods, "nodes": nodes, "pod_groups": pod_groups}
+        self.pods_lw, self.nodes_lw, self.groups_lw = pods, nodes, pod_groups
         self.binder, self.reporter, self.evictor = binder, reporter, evictor
         self.clock, self.profile, self.seed = clock, profile, seed
         self.max_binds = max_binds
@@ -161,19 +161,19 @@ class ShardCore:
         """Start the informers and wait until nodes, groups and pods are listed."""
         self.scheduler = self._new_scheduler()
         self._node_sigs.clear()
-        nodes = Informer(self.lws["nodes"], REGISTRY.get("v1", "Node"))
+        nodes = Informer(self.nodes_lw, REGISTRY.get("v1", "Node"))
         nodes.add_handler(
             FuncHandler(self._node_added, self._node_updated, self._node_deleted)  # type: ignore[arg-type]
         )
         self.informers = [nodes]
-        groups_lw = self.lws["pod_groups"]
+        groups_lw = self.groups_lw
         if groups_lw is not None:
             groups = Informer(groups_lw, REGISTRY.get(f"{PodGroup.GROUP}/{PodGroup.VERSION}", "PodGroup"))
             groups.add_handler(
                 FuncHandler(self._group_changed, lambda _o, n: self._group_changed(n), self._group_deleted)
             )
             self.informers.append(groups)
-        pods = Informer(self.lws["pods"], REGISTRY.get("v1", "Pod"))
+        pods = Informer(self.pods_lw, REGISTRY.get("v1", "Pod"))
         pods.add_handler(FuncHandler(self._pod_changed, self._pod_updated, self._pod_deleted))
         self.informers.append(pods)
         # Nodes and groups first: pods listed before any node would all fail "0/0 nodes".

@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "delete": "kray.cli.delete:delete_cmd",
     "rollout": "kray.cli.rollout:rollout_cmd",
     "scale": "kray.cli.scale:scale_cmd",
+    "logs": "kray.cli.logs:logs_cmd",
     "api-resources": "kray.cli.info:api_resources_cmd",
     "version": "kray.cli.info:version_cmd",
     "up": "kray.cli.cluster:up",

@@ -22,6 +22,20 @@ KRAY = str(Path(sys.executable).with_name("kray"))
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hello.yaml"
 
 
+WEB_DEPLOYMENT = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: demo}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: busybox:latest, command: [sleep, "3600"]}]
+"""
+
+
 def run(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([KRAY, *args], env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -56,6 +70,18 @@ def test_up_apply_get_restart_down(ray_cluster: str, etcd_endpoint: str, tmp_pat
         assert "pod/hello created" in applied.stdout
         listed = run(["get", "pods", "-n", "demo"], env)
         assert listed.returncode == 0 and "hello" in listed.stdout
+
+        # The controller-manager that `kray up` deployed turns a Deployment into Pods.
+        deploy = tmp_path / "web.yaml"
+        deploy.write_text(WEB_DEPLOYMENT)
+        assert run(["apply", "-f", str(deploy)], env).returncode == 0
+        deadline = time.monotonic() + 60
+        names: list[str] = []
+        while time.monotonic() < deadline and len(names) != 2:
+            got = run(["get", "pods", "-n", "demo", "-l", "app=web", "-o", "name"], env, timeout=30)
+            names = got.stdout.split()
+            time.sleep(0.5)
+        assert len(names) == 2 and all(n.startswith("pod/web-") for n in names), names
 
         # Kill the API server's process; Ray restarts the actor, which serves again from etcd.
         actor = ray.get_actor(APISERVER_ACTOR, namespace=RAY_NAMESPACE)

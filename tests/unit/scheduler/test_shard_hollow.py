@@ -8,6 +8,7 @@ from kray.actors.framework.ports import StoreListWatcher
 from kray.actors.hollow import LEASE_NAMESPACE, HollowNodes, NodeTemplate
 from kray.crds import Node, Pod
 from kray.crds.core.lease import Lease
+
 from kray.client.ops import Request
 
 from .test_shard_core import until
@@ -16,7 +17,9 @@ from .test_shard_helpers import binding, memory_cluster, pod_body
 
 async def test_hollow_nodes_register_heartbeat_and_run_pods() -> None:
     async with memory_cluster() as c:
-        template = NodeTemplate(cpu="8", gpus=4, labels={"pool": "gpu"}, taints=[{"key": "gpu", "value": "bad", "effect": "NoSchedule"}])
+        template = NodeTemplate(
+            cpu="8", gpus=4, labels={"pool": "gpu"}, taints=[{"key": "gpu", "value": "bad", "effect": "NoSchedule"}]
+        )
         hollow = HollowNodes(c.client, StoreListWatcher(c.store), count=5, template=template, heartbeat_interval=0)
         await hollow.start()
         try:
@@ -33,7 +36,9 @@ async def test_hollow_nodes_register_heartbeat_and_run_pods() -> None:
             assert before is not None and after is not None and after > before
 
             await c.client.create_raw(pod_body("w"), Pod)
-            await c.client.request(Request("POST", "/api/v1/namespaces/default/pods/w/binding", body=binding("w", "hollow-2")))
+            await c.client.request(
+                Request("POST", "/api/v1/namespaces/default/pods/w/binding", body=binding("w", "hollow-2"))
+            )
 
             async def running() -> bool:
                 pod = await c.client.get(Pod, "w", "default")

@@ -1,0 +1,307 @@
+"""In-memory CRI runtime and device manager with real semantics, for tests of the kubelet core.
+
+``FakeCri`` keeps sandboxes and containers with the CRI state machine (created -> running ->
+exited; ALREADY_EXISTS/NOT_FOUND like the real service); tests end a container with
+``exit(cid, code, reason)`` and script ExecSync answers with ``exec_handler``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from kray.runtime.cri import api_pb2 as pb
+
+
+def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=details)
+
+
+@dataclass
+class _Sandbox:
+    id: str
+    config: pb.PodSandboxConfig
+    ip: str
+    created_at: int
+    ready: bool = True
+
+
+@dataclass
+class _Container:
+    id: str
+    sandbox_id: str
+    config: pb.ContainerConfig
+    image_ref: str
+    log_path: str
+    created_at: int
+    state: int = pb.CONTAINER_CREATED
+    started_at: int = 0
+    finished_at: int = 0
+    exit_code: int = 0
+    reason: str = ""
+
+
+@dataclass
+class FakeCri:
+    """Times come from ``now_ns`` (tie it to a FakeClock for deterministic back-off)."""
+
+    now_ns: Callable[[], int]
+    images: set[str] = field(default_factory=lambda: {"busybox"})
+    pod_ip: str | None = None  # fixed IP for every sandbox (probe tests); else 10.88.0.N
+    log_root: str = "/nonexistent/logs"
+    stop_exit_code: int = 143  # what a SIGTERM'd process exits with
+    exec_handler: Callable[[str, list[str]], tuple[int, bytes]] = lambda name, cmd: (0, b"")
+    network_ready: bool = True
+    sandboxes: dict[str, _Sandbox] = field(default_factory=dict)
+    containers: dict[str, _Container] = field(default_factory=dict)
+    calls: list[tuple[str, Any]] = field(default_factory=list)  # (rpc, main argument)
+    _ids: Any = field(default_factory=lambda: itertools.count(1))
+
+    # --- test helpers -------------------------------------------------------------------------
+    def exit(self, cid: str, code: int, reason: str = "") -> None:
+        c = self.containers[cid]
+        assert c.state == pb.CONTAINER_RUNNING, f"{cid} is not running"
+        c.state, c.exit_code, c.finished_at = pb.CONTAINER_EXITED, code, self.now_ns()
+        c.reason = reason or ("Completed" if code == 0 else "Error")
+
+    def by_name(self, pod_uid: str, name: str) -> list[_Container]:
+        """The containers of one pod container, oldest first."""
+        from .ports import CONTAINER_NAME, POD_UID
+
+        out = [
+            c
+            for c in self.containers.values()
+            if c.config.labels.get(POD_UID) == pod_uid and c.config.labels.get(CONTAINER_NAME) == name
+        ]
+        return sorted(out, key=lambda c: c.config.metadata.attempt)
+
+    def count(self, rpc: str) -> int:
+        return sum(1 for n, _ in self.calls if n == rpc)
+
+    # --- runtime ------------------------------------------------------------------------------
+    async def status(self, verbose: bool = False) -> pb.StatusResponse:
+        conds = [
+            pb.RuntimeCondition(type="RuntimeReady", status=True),
+            pb.RuntimeCondition(type="NetworkReady", status=self.network_ready),
+        ]
+        return pb.StatusResponse(status=pb.RuntimeStatus(conditions=conds))
+
+    async def run_pod_sandbox(self, config: pb.PodSandboxConfig, runtime_handler: str = "") -> str:
+        self.calls.append(("RunPodSandbox", config.metadata.name))
+        md = config.metadata
+        for sb in self.sandboxes.values():
+            m = sb.config.metadata
+            if (m.name, m.namespace, m.uid, m.attempt) == (md.name, md.namespace, md.uid, md.attempt):
+                raise rpc_error(grpc.StatusCode.ALREADY_EXISTS, f"sandbox {md.name} attempt {md.attempt} exists")
+        n = next(self._ids)
+        sid = f"sb{n:04d}"
+        ip = "" if config.linux.security_context.namespace_options.network == pb.NODE else self.pod_ip
+        ip = f"10.88.0.{n % 250 + 2}" if ip is None else ip
+        self.sandboxes[sid] = _Sandbox(sid, config, ip, self.now_ns())
+        return sid
+
+    def _sandbox(self, sid: str) -> _Sandbox:
+        if sid not in self.sandboxes:
+            raise rpc_error(grpc.StatusCode.NOT_FOUND, f"sandbox {sid} not found")
+        return self.sandboxes[sid]
+
+    async def stop_pod_sandbox(self, sandbox_id: str) -> None:
+        self.calls.append(("StopPodSandbox", sandbox_id))
+        sb = self._sandbox(sandbox_id)
+        sb.ready = False
+        for c in self.containers.values():
+            if c.sandbox_id == sandbox_id and c.state == pb.CONTAINER_RUNNING:
+                self.exit(c.id, 137, "Error")
+
+    async def remove_pod_sandbox(self, sandbox_id: str) -> None:
+        self.calls.append(("RemovePodSandbox", sandbox_id))
+        if sandbox_id not in self.sandboxes:
+            return  # idempotent, like the real service
+        for cid in [c.id for c in self.containers.values() if c.sandbox_id == sandbox_id]:
+            del self.containers[cid]
+        del self.sandboxes[sandbox_id]
+
+    async def pod_sandbox_status(self, sandbox_id: str, verbose: bool = False) -> pb.PodSandboxStatusResponse:
+        sb = self._sandbox(sandbox_id)
+        st = pb.PodSandboxStatus(
+            id=sb.id,
+            metadata=sb.config.metadata,
+            state=pb.SANDBOX_READY if sb.ready else pb.SANDBOX_NOTREADY,
+            created_at=sb.created_at,
+            network=pb.PodSandboxNetworkStatus(ip=sb.ip),
+            labels=sb.config.labels,
+            annotations=sb.config.annotations,
+        )
+        return pb.PodSandboxStatusResponse(status=st)
+
+    async def list_pod_sandbox(self, filter: pb.PodSandboxFilter | None = None) -> list[pb.PodSandbox]:
+        f = filter or pb.PodSandboxFilter()
+        out = []
+        for sb in self.sandboxes.values():
+            state = pb.SANDBOX_READY if sb.ready else pb.SANDBOX_NOTREADY
+            if f.id and not sb.id.startswith(f.id):
+                continue
+            if f.HasField("state") and f.state.state != state:
+                continue
+            if any(sb.config.labels.get(k) != v for k, v in f.label_selector.items()):
+                continue
+            out.append(
+                pb.PodSandbox(
+                    id=sb.id,
+                    metadata=sb.config.metadata,
+                    state=state,
+                    created_at=sb.created_at,
+                    labels=sb.config.labels,
+                    annotations=sb.config.annotations,
+                )
+            )
+        return out
+
+    # --- containers ---------------------------------------------------------------------------
+    async def create_container(
+        self, sandbox_id: str, config: pb.ContainerConfig, sandbox_config: pb.PodSandboxConfig | None = None
+    ) -> str:
+        self.calls.append(("CreateContainer", config.metadata.name))
+        sb = self._sandbox(sandbox_id)
+        if not sb.ready:
+            raise rpc_error(grpc.StatusCode.FAILED_PRECONDITION, f"sandbox {sandbox_id} is not ready")
+        if config.image.image not in self.images:
+            raise rpc_error(grpc.StatusCode.NOT_FOUND, f"image {config.image.image} not found")
+        cid = f"c{next(self._ids):04d}"
+        log_dir = sb.config.log_directory or f"{self.log_root}/{sandbox_id}"
+        log = str(Path(log_dir) / (config.log_path or f"{config.metadata.name}/{config.metadata.attempt}.log"))
+        img = f"sha256:{config.image.image}"
+        self.containers[cid] = _Container(cid, sandbox_id, config, img, log, self.now_ns())
+        return cid
+
+    def _container(self, cid: str) -> _Container:
+        if cid not in self.containers:
+            raise rpc_error(grpc.StatusCode.NOT_FOUND, f"container {cid} not found")
+        return self.containers[cid]
+
+    async def start_container(self, container_id: str) -> None:
+        self.calls.append(("StartContainer", container_id))
+        c = self._container(container_id)
+        if c.state != pb.CONTAINER_CREATED:
+            raise rpc_error(grpc.StatusCode.FAILED_PRECONDITION, f"container {container_id} is not created")
+        c.state, c.started_at = pb.CONTAINER_RUNNING, self.now_ns()
+
+    async def stop_container(self, container_id: str, timeout: int = 0) -> None:
+        self.calls.append(("StopContainer", (container_id, timeout)))
+        c = self._container(container_id)
+        if c.state == pb.CONTAINER_RUNNING:
+            self.exit(container_id, self.stop_exit_code, "Error")
+        elif c.state == pb.CONTAINER_CREATED:
+            c.state, c.finished_at, c.exit_code, c.reason = pb.CONTAINER_EXITED, self.now_ns(), 0, ""
+
+    async def remove_container(self, container_id: str) -> None:
+        self.calls.append(("RemoveContainer", container_id))
+        self.containers.pop(container_id, None)
+
+    async def list_containers(self, filter: pb.ContainerFilter | None = None) -> list[pb.Container]:
+        f = filter or pb.ContainerFilter()
+        out = []
+        for c in self.containers.values():
+            if f.id and not c.id.startswith(f.id):
+                continue
+            if f.pod_sandbox_id and not c.sandbox_id.startswith(f.pod_sandbox_id):
+                continue
+            if f.HasField("state") and f.state.state != c.state:
+                continue
+            if any(c.config.labels.get(k) != v for k, v in f.label_selector.items()):
+                continue
+            out.append(
+                pb.Container(
+                    id=c.id,
+                    pod_sandbox_id=c.sandbox_id,
+                    metadata=c.config.metadata,
+                    image=c.config.image,
+                    image_ref=c.image_ref,
+                    state=c.state,
+                    created_at=c.created_at,
+                    labels=c.config.labels,
+                    annotations=c.config.annotations,
+                )
+            )
+        return out
+
+    async def container_status(self, container_id: str, verbose: bool = False) -> pb.ContainerStatus:
+        c = self._container(container_id)
+        return pb.ContainerStatus(
+            id=c.id,
+            metadata=c.config.metadata,
+            state=c.state,
+            created_at=c.created_at,
+            started_at=c.started_at,
+            finished_at=c.finished_at,
+            exit_code=c.exit_code,
+            image=c.config.image,
+            image_ref=c.image_ref,
+            reason=c.reason,
+            labels=c.config.labels,
+            annotations=c.config.annotations,
+            log_path=c.log_path,
+        )
+
+    async def exec_sync(self, container_id: str, cmd: list[str], timeout: int = 0) -> pb.ExecSyncResponse:
+        self.calls.append(("ExecSync", container_id))
+        c = self._container(container_id)
+        if c.state != pb.CONTAINER_RUNNING:
+            raise rpc_error(grpc.StatusCode.FAILED_PRECONDITION, f"container {container_id} is not running")
+        code, out = self.exec_handler(c.config.metadata.name, list(cmd))
+        return pb.ExecSyncResponse(stdout=out, exit_code=code)
+
+    # --- images -------------------------------------------------------------------------------
+    async def image_status(self, image: str, verbose: bool = False) -> pb.ImageStatusResponse:
+        if image not in self.images:
+            return pb.ImageStatusResponse()
+        return pb.ImageStatusResponse(image=pb.Image(id=f"sha256:{image}", repo_tags=[image]))
+
+    async def pull_image(self, image: str, sandbox_config: pb.PodSandboxConfig | None = None) -> str:
+        self.calls.append(("PullImage", image))
+        if image not in self.images:
+            raise rpc_error(grpc.StatusCode.NOT_FOUND, f"image {image!r} not found in the local store")
+        return f"sha256:{image}"
+
+
+@dataclass
+class FakeDevices:
+    """A device manager over fixed device ids per resource, with the real allocation rules."""
+
+    devices: dict[str, list[str]]
+    allocations: dict[tuple[str, str], dict[str, list[str]]] = field(default_factory=dict)
+
+    def capacity(self) -> dict[str, int]:
+        return {r: len(ids) for r, ids in self.devices.items()}
+
+    def allocatable(self) -> dict[str, int]:
+        return self.capacity()
+
+    def allocate(self, pod_uid: str, container: str, resource: str, count: int) -> Any:
+        from kray.deviceplugins.checkpoint import ContainerDevices
+
+        held = self.allocations.setdefault((pod_uid, container), {})
+        if resource not in held:
+            used = {d for per in self.allocations.values() for d in per.get(resource, [])}
+            free = [d for d in self.devices.get(resource, []) if d not in used]
+            if len(free) < count:
+                from kray.deviceplugins.manager import InsufficientDevicesError
+
+                raise InsufficientDevicesError(f"insufficient {resource}: requested {count}, {len(free)} free")
+            held[resource] = free[:count]
+        ids = held[resource]
+        return ContainerDevices(resource, ids, envs={"NVIDIA_VISIBLE_DEVICES": ",".join(ids)})
+
+    def free_pod(self, pod_uid: str) -> list[str]:
+        keys = [k for k in self.allocations if k[0] == pod_uid]
+        return [d for k in keys for ids in self.allocations.pop(k).values() for d in ids]
+
+    def retain_pods(self, active: set[str]) -> list[str]:
+        out: list[str] = []
+        for uid in {k[0] for k in self.allocations} - active:
+            out += self.free_pod(uid)
+        return out

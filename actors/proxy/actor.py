@@ -1,0 +1,116 @@
+"""The Ray wrapper: one named, detached proxy actor per node (``kray-proxy-<node>``).
+
+Plumbing only; the logic is ``ProxyCore``. The actor is pinned to its node (it programs that
+node's nftables), runs the core on a thread with its own event loop so it starts with the actor
+(and after a restart, when it re-lists and replaces the table whole), and removes its table on
+``stop``. It needs root on the node, like kube-proxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from kray.config import KrayConfig
+
+log = logging.getLogger(__name__)
+
+RAY_NAMESPACE = "kray"
+
+
+def actor_name(node_name: str) -> str:
+    return f"kray-proxy-{node_name}"
+
+
+class ProxyActor:
+    def __init__(self, config: KrayConfig, node_name: str, options: dict[str, Any] | None = None) -> None:
+        import kray.crds  # noqa: F401  (registers the built-in kinds)
+
+        self.config, self.node_name, self.options = config, node_name, dict(options or {})
+        self.core: Any = None
+        self.error: str | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._main: asyncio.Task[None] | None = None
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=actor_name(node_name), daemon=True)
+        self._thread.start()
+        self._started.wait(30)
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            self._main = loop.create_task(self._serve())
+            loop.call_soon(self._started.set)
+            loop.run_until_complete(self._main)
+        except BaseException as exc:
+            if not isinstance(exc, asyncio.CancelledError):
+                self.error = repr(exc)
+                log.exception("proxy on %s failed", self.node_name)
+        finally:
+            self._started.set()
+            loop.close()
+
+    async def _serve(self) -> None:
+        from kray.actors.framework.ports import ClientListWatcher
+
+        from kray.client.aio import AsyncClient
+
+        from .core import ProxyCore
+        from .nftables import NftCli
+
+        async with AsyncClient(self.config) as client:
+            opts = dict(self.options)
+            nft = NftCli(netns=opts.pop("netns", None))
+            self.core = ProxyCore(ClientListWatcher(client), nft, self.node_name, **opts)
+            try:
+                await self.core.start(sync_timeout=None)
+                await asyncio.Event().wait()
+            finally:
+                await self.core.stop()  # cancellation lands here: the table goes with the actor
+
+    def ready(self) -> bool:
+        return self.core is not None and self.core.applied is not None
+
+    def status(self) -> dict[str, Any]:
+        core = self.core
+        return {
+            "node": self.node_name,
+            "table": core.table if core else None,
+            "syncs": core.syncs if core else 0,
+            "errors": core.errors if core else 0,
+            "services": len(core.applied.services) if core and core.applied else 0,
+            "error": self.error,
+        }
+
+    def stop(self) -> None:
+        loop, main = self._loop, self._main
+        if loop is not None and main is not None and not main.done():
+            loop.call_soon_threadsafe(main.cancel)
+        self._thread.join(10)
+
+
+def deploy_proxy(config: KrayConfig, node_id: str, node_name: str, **options: Any) -> Any:
+    """Create (or find) the detached proxy actor for one node, pinned to that Ray node.
+
+    ``options`` go to ``ProxyCore`` (table, masquerade_all, mark, min_sync_interval,
+    resync_period) plus ``netns`` (program a named network namespace instead of the node's).
+    """
+    remote_cls = ray.remote(ProxyActor)
+    return remote_cls.options(  # type: ignore[attr-defined]
+        name=actor_name(node_name),
+        namespace=RAY_NAMESPACE,
+        lifetime="detached",
+        max_restarts=-1,
+        max_task_retries=-1,
+        get_if_exists=True,
+        num_cpus=0,
+        max_concurrency=4,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+    ).remote(config, node_name, options)

@@ -1,0 +1,77 @@
+"""A kubelet core (plus its log endpoint) running in the test's event loop against a real node."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from kray.actors.kubelet import Kubelet, KubeletConfig
+from kray.actors.kubelet.logserver import serve_logs
+from kray.crds import Pod
+from kray.runtime.cri.client import RuntimeClient
+from kray.runtime.volumes import VolumeManager
+
+from kray.client import AsyncClient
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RunningKubelet:
+    def __init__(self, node: Any, client: AsyncClient, node_name: str = "n1", log_port: int | None = None) -> None:
+        self.node, self.client, self.node_name = node, client, node_name
+        self.log_port = log_port or free_port()
+        self.cri = RuntimeClient(node.socket, timeout=60)
+        cfg = KubeletConfig(node_ip="127.0.0.1", hostname=node_name, pod_cidr=node.subnet, log_port=self.log_port,
+                            log_host="127.0.0.1", tick=0.2, cpu="8", memory="16Gi")  # fmt: skip
+        self.kubelet = Kubelet(node_name, client, self.cri, VolumeManager(node.state / "pods"), None, config=cfg)
+        self.tasks: list[asyncio.Task[Any]] = []
+
+    async def start(self) -> RunningKubelet:
+        await self.cri.wait_ready(30)
+        if not await self.cri.list_images("busybox"):
+            await self.cri.pull_image(f"oci-archive:{self.node.image_tar}:busybox:latest")
+        self.tasks = [
+            asyncio.create_task(self.kubelet.run()),
+            asyncio.create_task(serve_logs(self.kubelet, "127.0.0.1", self.log_port)),
+        ]
+        return self
+
+    async def stop(self) -> None:
+        """Stop the core only (the runtime service and its containers keep running)."""
+        self.kubelet.stop()
+        for t in self.tasks:
+            t.cancel()
+        for t in self.tasks:
+            with contextlib.suppress(BaseException):
+                await t
+        await self.cri.close()
+
+
+async def wait_for(cond: Callable[[], Awaitable[Any]], timeout: float = 30.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await cond()
+        if last:
+            return last
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what or cond}: last {last!r}")
+
+
+def pod_body(name: str, containers: list[dict[str, Any]], node: str = "n1", **spec: Any) -> Pod:
+    spec = {"nodeName": node, "containers": containers, "terminationGracePeriodSeconds": 2, **spec}
+    body = {"metadata": {"name": name, "namespace": "default"}, "spec": spec}
+    return Pod.model_validate(body)
+
+
+async def phase(client: AsyncClient, name: str) -> str | None:
+    pod = await client.get(Pod, name, "default")
+    return pod.status.phase if pod.status else None

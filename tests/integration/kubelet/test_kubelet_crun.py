@@ -1,0 +1,197 @@
+"""The kubelet on real crun containers through the CRI runtime service and a real API server:
+a busybox Pod runs to Succeeded (logs via the API server and `kray logs`, its own hostname and
+process tree), containers share localhost and an emptyDir, pods reach each other by IP,
+OOMKilled, liveness restarts, restartPolicy Never, a kubelet restart adopting running pods, and
+everything removed at the end."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from kray.actors.apiserver.server import ServerThread
+from kray.actors.kubelet.ports import POD_UID
+from kray.crds import Node as NodeObj
+from kray.crds import Pod
+from kray.runtime.cri import api_pb2 as pb
+from kubelet_node import RunningKubelet, phase, pod_body, wait_for
+
+from kray.client import AsyncClient
+
+pytestmark = [pytest.mark.root]
+TOKEN = "kubelet-test"
+
+
+@pytest.fixture
+async def client(apiserver: ServerThread) -> AsyncIterator[AsyncClient]:
+    async with AsyncClient(server=apiserver.url, token=TOKEN) as c:
+        yield c
+
+
+@pytest.fixture
+async def kubelet(node, client: AsyncClient) -> AsyncIterator[RunningKubelet]:
+    k = await RunningKubelet(node, client).start()
+    try:
+        yield k
+    finally:
+        await k.stop()
+
+
+def cstatus(pod: Pod, i: int = 0) -> dict:
+    return pod.status.to_dict()["containerStatuses"][i]
+
+
+async def get(client: AsyncClient, name: str) -> Pod:
+    return await client.get(Pod, name, "default")
+
+
+async def test_busybox_pod_succeeds_with_logs_hostname_ps(client: AsyncClient, kubelet: RunningKubelet, apiserver):
+    script = "echo hello-from-kray; hostname; ps -o comm | tail -n +2 | tr '\\n' ' '; echo; sleep 1"
+    await client.create(
+        pod_body(
+            "hello", [{"name": "main", "image": "busybox", "command": ["sh", "-c", script]}], restartPolicy="Never"
+        )
+    )
+    await wait_for(lambda: phase(client, "hello"), 30, "hello to start")
+    pod = await wait_for(lambda: _when(client, "hello", "Succeeded"), 30, "hello Succeeded")
+    t = cstatus(pod)["state"]["terminated"]
+    assert t["exitCode"] == 0 and t["reason"] == "Completed" and cstatus(pod)["containerID"].startswith("kray://")
+    assert pod.status.pod_ip and pod.status.pod_ip != "127.0.0.1"
+    node = await client.get(NodeObj, "n1")
+    assert node.is_ready() and node.status.daemon_endpoints.kubelet_endpoint.port == kubelet.log_port
+    async with httpx.AsyncClient(base_url=apiserver.url, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+        r = await http.get("/api/v1/namespaces/default/pods/hello/log")
+    assert r.status_code == 200, r.text
+    lines = r.text.splitlines()
+    assert lines[0] == "hello-from-kray" and lines[1] == "hello"
+    assert set(lines[2].split()) <= {"sh", "ps", "tail", "tr", "exe"}, lines[
+        2
+    ]  # only its own (exe: a pipe child mid-exec)
+    env = {**os.environ, "KRAY_SERVER": apiserver.url, "KRAY_TOKEN": TOKEN}
+    cli = [sys.executable, "-c", "from kray.cli.main import main; main()", "logs", "hello", "--tail", "2"]
+    out = await asyncio.to_thread(subprocess.run, cli, env=env, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == lines[1:3]
+
+
+async def _when(client: AsyncClient, name: str, want: str) -> Pod | None:
+    pod = await get(client, name)
+    return pod if pod.status and pod.status.phase == want else None
+
+
+async def test_two_containers_share_localhost_and_emptydir(client: AsyncClient, kubelet: RunningKubelet):
+    mounts = [{"name": "shared", "mountPath": "/shared"}]
+    srv = {"name": "srv", "image": "busybox", "volumeMounts": mounts,
+           "command": ["sh", "-c", "echo from-srv > /shared/f; nc -l -p 8080"]}  # fmt: skip
+    cli_cmd = "for i in $(seq 50); do echo hi-over-lo | nc 127.0.0.1 8080 && break; sleep 0.1; done; cat /shared/f"
+    cli = {"name": "cli", "image": "busybox", "volumeMounts": mounts, "command": ["sh", "-c", cli_cmd]}
+    body = pod_body("duo", [srv, cli], restartPolicy="Never", volumes=[{"name": "shared", "emptyDir": {}}])
+    await client.create(body)
+    pod = await wait_for(lambda: _when(client, "duo", "Succeeded"), 40, "duo Succeeded")
+    assert all(s["state"]["terminated"]["exitCode"] == 0 for s in pod.status.to_dict()["containerStatuses"])
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{kubelet.log_port}") as http:
+        assert (await http.get("/containerLogs/default/duo/srv")).text == "hi-over-lo\n"
+        assert (await http.get("/containerLogs/default/duo/cli")).text == "from-srv\n"
+
+
+async def test_pods_talk_over_pod_ips(client: AsyncClient, kubelet: RunningKubelet):
+    await client.create(
+        pod_body(
+            "server", [{"name": "s", "image": "busybox", "command": ["nc", "-l", "-p", "9000"]}], restartPolicy="Never"
+        )
+    )
+    srv = await wait_for(lambda: _when(client, "server", "Running"), 30, "server Running")
+    ip = srv.status.pod_ip
+    cmd = f"for i in $(seq 50); do echo ping-by-ip | nc {ip} 9000 && exit 0; sleep 0.1; done; exit 1"
+    await client.create(
+        pod_body("caller", [{"name": "c", "image": "busybox", "command": ["sh", "-c", cmd]}], restartPolicy="Never")
+    )
+    caller = await wait_for(lambda: _when(client, "caller", "Succeeded"), 30, "caller Succeeded")
+    assert caller.status.pod_ip != ip
+    await wait_for(lambda: _when(client, "server", "Succeeded"), 30, "server Succeeded")
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{kubelet.log_port}") as http:
+        assert (await http.get("/containerLogs/default/server/s")).text == "ping-by-ip\n"
+
+
+async def test_oomkilled_and_never_failed(client: AsyncClient, kubelet: RunningKubelet):
+    hog = {"name": "hog", "image": "busybox", "command": ["sh", "-c", "x=aaaaaaaa; while true; do x=$x$x; done"],
+           "resources": {"limits": {"memory": "16Mi"}}}  # fmt: skip
+    await client.create(pod_body("oom", [hog], restartPolicy="Never"))
+    await client.create(
+        pod_body("fail", [{"name": "f", "image": "busybox", "command": ["sh", "-c", "exit 3"]}], restartPolicy="Never")
+    )
+    pod = await wait_for(lambda: _when(client, "oom", "Failed"), 60, "oom Failed")
+    t = cstatus(pod)["state"]["terminated"]
+    assert t["reason"] == "OOMKilled" and t["exitCode"] == 137
+    pod = await wait_for(lambda: _when(client, "fail", "Failed"), 30, "fail Failed")
+    assert cstatus(pod)["state"]["terminated"]["exitCode"] == 3 and cstatus(pod)["restartCount"] == 0
+
+
+async def test_liveness_failure_restarts_container(client: AsyncClient, kubelet: RunningKubelet):
+    probe = {"exec": {"command": ["cat", "/tmp/healthy"]}, "periodSeconds": 1, "failureThreshold": 1}
+    c = {"name": "app", "image": "busybox", "command": ["sh", "-c", "echo started; sleep 1000"], "livenessProbe": probe}
+    await client.create(pod_body("unhealthy", [c], terminationGracePeriodSeconds=1))
+
+    async def restarted() -> Pod | None:
+        pod = await get(client, "unhealthy")
+        sts = pod.status.to_dict().get("containerStatuses") if pod.status else None
+        return pod if sts and sts[0]["restartCount"] >= 1 else None
+
+    pod = await wait_for(restarted, 40, "a liveness restart")
+    assert cstatus(pod)["lastState"]["terminated"]["exitCode"] in (137, 143)
+    await client.delete(Pod, "unhealthy", "default")
+    await wait_for(lambda: _gone(client, "unhealthy"), 30, "unhealthy deleted")
+
+
+async def _gone(client: AsyncClient, name: str) -> bool:
+    return not [p for p in (await client.list(Pod, "default")).items if p.metadata.name == name]
+
+
+async def test_kubelet_restart_adopts_and_cleans_up(client: AsyncClient, node, kubelet: RunningKubelet):
+    sleeper = [{"name": "s", "image": "busybox", "command": ["sleep", "1000"]}]
+    await client.create(pod_body("stay", sleeper))
+    await client.create(pod_body("leave", sleeper))
+    for name in ("stay", "leave"):
+        await wait_for(lambda n=name: _when(client, n, "Running"), 30, f"{name} Running")
+    before = {c.id for c in await kubelet.cri.list_containers()}
+    leave_uid = (await get(client, "leave")).metadata.uid
+    await kubelet.stop()
+    await client.delete(Pod, "leave", "default", grace_period_seconds=0)  # while no kubelet runs
+    second = await RunningKubelet(node, client).start()
+    try:
+        await wait_for(lambda: _runtime_gone(second, leave_uid), 30, "cleanup of 'leave'")
+        await asyncio.sleep(1.0)  # a few relists: nothing must be restarted or duplicated
+        stay = await get(client, "stay")
+        assert stay.status.phase == "Running" and cstatus(stay)["restartCount"] == 0
+        now = {c.id for c in await second.cri.list_containers()}
+        assert now <= before and len(now) == len([c for c in now if c in before])
+        assert cstatus(stay)["containerID"].removeprefix("kray://") in now
+    finally:
+        await second.stop()
+
+
+async def _runtime_gone(k: RunningKubelet, uid: str) -> bool:
+    sel = {POD_UID: uid}
+    return not await k.cri.list_pod_sandbox(
+        pb.PodSandboxFilter(label_selector=sel)
+    ) and not await k.cri.list_containers(pb.ContainerFilter(label_selector=sel))
+
+
+async def test_zz_everything_removed(client: AsyncClient, node, kubelet: RunningKubelet):
+    for p in (await client.list(Pod, "default")).items:
+        await client.delete(Pod, p.metadata.name, "default")
+    await wait_for(lambda: _none_left(client), 60, "every pod deleted")
+    assert await kubelet.cri.list_pod_sandbox() == [] and await kubelet.cri.list_containers() == []
+    await kubelet.stop()
+    node.stop()
+    left = [x for x in node.leftovers() if "br" not in x.split()[-1]]  # the bridge is the node's, kept
+    assert left == [], left
+
+
+async def _none_left(client: AsyncClient) -> bool:
+    return not (await client.list(Pod, "default")).items

@@ -187,7 +187,7 @@ def deploy_controllers(config: KrayConfig, timeout: float, log: Any) -> None:
 
     handles = deploy_controller(CONTROLLER_MANAGER, "kray.actors.controllers:controller_manager", config)
     ray.get([h.ready.remote() for h in handles], timeout=timeout)
-    log("controller-manager running (ReplicaSet, Deployment, Job, garbage collector, Namespace, Node lifecycle, Endpoints)")
+    log("controller-manager running: ReplicaSet, Deployment, Job, GC, Namespace, Node lifecycle, Endpoints")
 
 
 def wait_api_healthy(url: str, token: str, timeout: float) -> None:

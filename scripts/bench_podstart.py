@@ -59,7 +59,7 @@ async def delete_all(client: AsyncClient) -> None:
 
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+    return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
 
 
 async def bench(node: Node, api_url: str, serial: int, burst: int) -> None:
@@ -80,8 +80,9 @@ async def bench(node: Node, api_url: str, serial: int, burst: int) -> None:
             raw = raw_crun(node, last_cid.removeprefix("kray://"), serial)
             await delete_all(client)
             med, raw_med = statistics.median(times) * 1000, statistics.median(raw) * 1000
-            print(f"(a) serial x{serial}: create->Running median {med:.0f} ms (min {min(times) * 1000:.0f}, "
-                  f"max {max(times) * 1000:.0f}); raw `crun run` median {raw_med:.0f} ms; ratio {med / raw_med:.1f}x")  # fmt: skip
+            lo, hi = min(times) * 1000, max(times) * 1000
+            print(f"(a) serial x{serial}: create->Running median {med:.0f} ms (min {lo:.0f}, max {hi:.0f}); "
+                  f"raw `crun run` median {raw_med:.0f} ms; ratio {med / raw_med:.1f}x")  # fmt: skip
             out = {}
             names = [f"burst-{i}" for i in range(burst)]
             t0 = time.monotonic()

@@ -34,7 +34,7 @@ class PodLogs:
 
     async def _logs(self, request: Request) -> Response:
         ns, name = request.path_params["namespace"], request.path_params["name"]
-        pod = await self.handlers.get(self.registry.get("v1", "Pod"), ns, name)
+        pod: Any = await self.handlers.get(self.registry.get("v1", "Pod"), ns, name)
         names = [c.name for c in pod.spec.containers]
         inits = [c.name for c in pod.spec.init_containers or []]
         container = request.query_params.get("container")
@@ -49,7 +49,7 @@ class PodLogs:
         node_name = pod.spec.node_name
         if not node_name:
             raise errors.bad_request(f"pod {name} does not have a host assigned")
-        node = await self.handlers.get(self.registry.get("v1", "Node"), None, node_name)
+        node: Any = await self.handlers.get(self.registry.get("v1", "Node"), None, node_name)
         ip = node.status.address("InternalIP") if node.status else None
         ep = node.status.daemon_endpoints.kubelet_endpoint if node.status and node.status.daemon_endpoints else None
         if not ip or ep is None:

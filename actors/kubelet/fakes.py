@@ -38,7 +38,7 @@ class _Container:
     image_ref: str
     log_path: str
     created_at: int
-    state: int = pb.CONTAINER_CREATED
+    state: Any = pb.CONTAINER_CREATED  # a pb.ContainerState value
     started_at: int = 0
     finished_at: int = 0
     exit_code: int = 0

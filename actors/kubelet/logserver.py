@@ -106,7 +106,6 @@ async def serve_logs(kubelet: Kubelet, host: str, port: int) -> None:
 
     config = uvicorn.Config(log_app(kubelet), host=host, port=port, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     try:
         await server.serve()
     except SystemExit:  # uvicorn exits when it cannot bind: keep the kubelet, say why

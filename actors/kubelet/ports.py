@@ -67,7 +67,17 @@ class ApiPort(Protocol):
 
     async def get(self, kind: Any, name: str, namespace: str | None = None) -> Any: ...
 
-    async def list(self, kind: Any, namespace: str | None = None, **kw: Any) -> Any: ...
+    async def list(
+        self,
+        kind: Any,
+        namespace: str | None = None,
+        *,
+        all_namespaces: bool = False,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        limit: int | None = None,
+        continue_: str | None = None,
+    ) -> Any: ...
 
     async def create(self, obj: Any) -> Any: ...
 
@@ -75,9 +85,29 @@ class ApiPort(Protocol):
 
     async def update_status(self, obj: Any) -> Any: ...
 
-    async def delete(self, kind: Any, name: str, namespace: str | None = None, **kw: Any) -> Any: ...
+    async def delete(
+        self,
+        kind: Any,
+        name: str,
+        namespace: str | None = None,
+        *,
+        propagation_policy: str | None = None,
+        preconditions: dict[str, str] | None = None,
+        grace_period_seconds: int | None = None,
+    ) -> Any: ...
 
-    def watch(self, kind: Any, namespace: str | None = None, **kw: Any) -> AsyncIterator[Any]: ...
+    def watch(
+        self,
+        kind: Any,
+        namespace: str | None = None,
+        *,
+        all_namespaces: bool = False,
+        resource_version: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        timeout_seconds: int | None = None,
+        allow_bookmarks: bool = False,
+    ) -> AsyncIterator[Any]: ...
 
 
 class VolumePort(Protocol):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import socket
+from pathlib import Path
 
 from kray.actors.kubelet.envvars import expand
 from kray.crds import ConfigMap, Pod, Secret, Service
@@ -181,7 +182,7 @@ async def test_volumes_configmap_secret_emptydir(env: Env):
     uid = (await env.pod("vols")).metadata.uid
     [inst] = env.cri.by_name(uid, "main")
     by_path = {m.container_path: m for m in inst.config.mounts}
-    assert by_path["/cfg"].readonly and open(f"{by_path['/cfg'].host_path}/a.txt").read() == "alpha"
+    assert by_path["/cfg"].readonly and Path(by_path["/cfg"].host_path, "a.txt").read_text() == "alpha"
     assert by_path["/scratch"].host_path.endswith(f"{uid}/volumes/emptyDir/scratch")
 
 

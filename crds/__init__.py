@@ -8,6 +8,7 @@ from . import (
     batch,  # noqa: F401  (registers Job)
     devices,  # noqa: F401  (registers NodeDevices)
     scheduling,  # noqa: F401  (registers PodGroup and PriorityClass)
+    training,  # noqa: F401  (registers TrainingJob)
 )
 from .apiextensions import (
     CustomResource,

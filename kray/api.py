@@ -14,6 +14,10 @@
 
     deploy_controller("my-controller", "mypkg.controllers:build", config, replicas=2)
 
+A kind of your own is a ``Resource`` subclass decorated with ``@kind`` (see
+``examples/operator/tensorboard_operator.py``); the CLI equivalent of ``deploy_controller`` is
+``kray controller run mypkg.controllers:build --path DIR``.
+
 The machinery lives in ``kray.actors.framework``; this module only re-exports it. Importing
 it does not import Ray (``deploy_controller`` loads it on first call).
 """
@@ -61,7 +65,10 @@ from kray.actors.framework import (
     set_condition,
     set_controller_reference,
 )
+from kray.client.errors import AlreadyExists, Conflict, NotFound
 from kray.config import KrayConfig
+from kray.crds.meta import Condition, KrayModel, ObjectMeta, Resource
+from kray.crds.registry import kind
 
 
 def deploy_controller(
@@ -74,11 +81,14 @@ def deploy_controller(
 
 
 __all__ = [
+    "AlreadyExists",
     "AlreadyOwnedError",
     "BuilderError",
     "CacheReader",
     "ClientListWatcher",
     "Clock",
+    "Condition",
+    "Conflict",
     "Controller",
     "ControllerBuilder",
     "EventHandler",
@@ -89,12 +99,16 @@ __all__ = [
     "Indexer",
     "Informer",
     "KrayConfig",
+    "KrayModel",
     "LeaderElector",
     "ListWatcher",
     "Manager",
+    "NotFound",
+    "ObjectMeta",
     "Reader",
     "Reconciler",
     "Request",
+    "Resource",
     "ResourceExpired",
     "Result",
     "StoreListWatcher",
@@ -107,6 +121,7 @@ __all__ = [
     "deploy_controller",
     "get_condition",
     "has_finalizer",
+    "kind",
     "owned_by",
     "owner_reference",
     "record_event",

@@ -9,6 +9,7 @@ in ``<state dir>/state.json`` so that `kray down` stops exactly that and nothing
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,11 +27,9 @@ from typing import Any
 import httpx
 
 from kray.config import KrayConfig, default_config_path, load_config, save_config
+from kray.controlplane import RAY_NAMESPACE, NodeOptions
 from kray.etcd_server import EtcdServer, free_port, is_healthy
 
-RAY_NAMESPACE = "kray"
-APISERVER_ACTOR = "kray-apiserver"
-CONTROLLER_MANAGER = "controller-manager"
 # Loopback-only local clusters: Ray would otherwise advertise the VM's own address, and it
 # turns on token auth whenever ~/.ray/auth_token exists (left by any earlier ray.init); say so.
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
@@ -78,6 +78,8 @@ class UpOptions:
     num_cpus: int | None = None
     config_path: Path | None = None
     timeout: float = 120.0
+    scheduler_shards: int = 1
+    node: NodeOptions = field(default_factory=NodeOptions)
 
 
 def default_state_dir() -> Path:
@@ -161,48 +163,30 @@ def ensure_ray(opts: UpOptions, state: LocalState, log: Any) -> None:
 
 
 def deploy_control_plane(opts: UpOptions, state: LocalState, token: str, log: Any) -> str:
-    os.environ.update(LOOPBACK_ENV)  # before importing ray: it reads some of these at import
-    import ray
+    from kray import controlplane as cp
 
-    from kray.actors.apiserver.actor import deploy_apiserver
-
-    ray.init(address=state.ray_address, namespace=RAY_NAMESPACE, logging_level=logging.WARNING,
-             log_to_driver=False, _node_ip_address="127.0.0.1")  # fmt: skip
-    try:
-        handle = deploy_apiserver(state.etcd_endpoint, host=opts.host, port=opts.port, token=token)
-        url = str(ray.get(handle.ready.remote(), timeout=opts.timeout))
-        wait_api_healthy(url, token, opts.timeout)
-        log(f"API server serving at {url}")
-        deploy_controllers(KrayConfig(server=url, token=token), opts.timeout, log)
-    finally:
-        ray.shutdown()
+    with ray_driver(state.ray_address):
+        url = cp.deploy_apiserver_actor(state.etcd_endpoint, opts.host, opts.port, token, opts.timeout, log)
+        config = KrayConfig(server=url, token=token)
+        cp.deploy_controllers(config, opts.timeout, log)
+        cp.deploy_schedulers(config, opts.scheduler_shards, state.etcd_endpoint, opts.timeout, log)
+        node = cp.deploy_local_node(config, opts.node, opts.timeout, log)
+    if node:  # `kray image` finds the node's CRI socket through this
+        state.extra["nodes"] = {node: str(Path(opts.node.root) / node)}
     return url
 
 
-def deploy_controllers(config: KrayConfig, timeout: float, log: Any) -> None:
-    """kube-controller-manager's part: every built-in controller in one leader-elected actor."""
+@contextlib.contextmanager
+def ray_driver(address: str) -> Iterator[None]:
+    os.environ.update(LOOPBACK_ENV)  # before importing ray: it reads some of these at import
     import ray
 
-    from kray.actors.framework.hosting import deploy_controller
-
-    handles = deploy_controller(CONTROLLER_MANAGER, "kray.actors.controllers:controller_manager", config)
-    ray.get([h.ready.remote() for h in handles], timeout=timeout)
-    log("controller-manager running: ReplicaSet, Deployment, Job, GC, Namespace, Node lifecycle, Endpoints")
-
-
-def wait_api_healthy(url: str, token: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        try:
-            resp = httpx.get(f"{url}/readyz", headers={"Authorization": f"Bearer {token}"}, timeout=2.0)
-            if resp.status_code == 200:
-                return
-            last = f"HTTP {resp.status_code}"
-        except httpx.HTTPError as exc:
-            last = str(exc)
-        time.sleep(0.2)
-    raise ClusterError(f"API server at {url} not ready after {timeout}s: {last}")
+    ray.init(address=address, namespace=RAY_NAMESPACE, logging_level=logging.WARNING,
+             log_to_driver=False, _node_ip_address="127.0.0.1")  # fmt: skip
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 def up(opts: UpOptions, log: Any = print) -> KrayConfig:
@@ -246,10 +230,13 @@ def _terminate(pid: int, what: str, log: Any, timeout: float = 40.0) -> None:
 def down(state_dir: Path, log: Any = print, purge: bool = False) -> None:
     """Stop what `kray up` started here; remove the control-plane actors from a joined cluster."""
     state = LocalState.load(state_dir)
+    if state.ray_address and _port_open(state.ray_address):
+        from kray import controlplane as cp
+
+        with ray_driver(state.ray_address):
+            cp.remove_all(log)
     if state.ray_pid:
-        _terminate(state.ray_pid, "Ray head and the kray actors on it", log)
-    elif state.ray_address:
-        _remove_actors(state.ray_address, log)
+        _terminate(state.ray_pid, "Ray head", log)
     if state.etcd_pid:
         _terminate(state.etcd_pid, "etcd", log)
     if purge:
@@ -257,28 +244,6 @@ def down(state_dir: Path, log: Any = print, purge: bool = False) -> None:
 
         shutil.rmtree(state_dir / "etcd", ignore_errors=True)
     LocalState.path(state_dir).unlink(missing_ok=True)
-
-
-def _remove_actors(ray_address: str, log: Any) -> None:
-    os.environ.update(LOOPBACK_ENV)
-    import ray
-
-    try:
-        ray.init(address=ray_address, namespace=RAY_NAMESPACE, logging_level=logging.WARNING, log_to_driver=False)
-    except Exception as exc:
-        log(f"Ray at {ray_address} not reachable ({exc}); nothing to remove")
-        return
-    from kray.actors.framework.hosting import actor_name
-
-    try:
-        for name in (actor_name(CONTROLLER_MANAGER, 0), APISERVER_ACTOR):
-            try:
-                ray.kill(ray.get_actor(name, namespace=RAY_NAMESPACE), no_restart=True)
-                log(f"removed actor {name}")
-            except ValueError:
-                pass
-    finally:
-        ray.shutdown()
 
 
 def status(state_dir: Path) -> dict[str, Any]:

@@ -37,6 +37,9 @@ class EtcdServer:
     client_port: int = 0
     peer_port: int = 0
     log_path: Path | None = None
+    # Tests and benchmarks: etcd dies with the process that started it, even on SIGKILL.
+    # `kray up` leaves this off: its etcd must outlive the command.
+    die_with_parent: bool = False
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -65,7 +68,12 @@ class EtcdServer:
         ]  # fmt: skip
         with open(log_path, "ab") as log:
             self.process = subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+                args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if self.die_with_parent else None,
             )
         self.wait_healthy(timeout)
         return self
@@ -95,6 +103,14 @@ class EtcdServer:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask the kernel for SIGTERM when the parent dies (PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def is_healthy(endpoint: str, timeout: float = 1.0) -> bool:

@@ -224,7 +224,7 @@ def main() -> None:
     parser.add_argument("--watch", type=int, default=300)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="kray-bench-") as tmp:
-        etcd = EtcdServer(data_dir=Path(tmp) / "etcd").start()
+        etcd = EtcdServer(data_dir=Path(tmp) / "etcd", die_with_parent=True).start()
         try:
             asyncio.run(run(args, etcd))
         finally:

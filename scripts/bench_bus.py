@@ -102,7 +102,7 @@ async def main(n: int, lat_n: int, memory: bool) -> None:
 
         from kray.etcd_server import EtcdServer
 
-        etcd = EtcdServer(data_dir=Path(tempfile.mkdtemp()) / "etcd").start()
+        etcd = EtcdServer(data_dir=Path(tempfile.mkdtemp()) / "etcd", die_with_parent=True).start()
         endpoint = etcd.endpoint
         make_kv = lambda: EtcdKV(endpoint)  # noqa: E731
     try:

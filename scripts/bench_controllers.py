@@ -148,7 +148,7 @@ def main() -> None:
     args = parser.parse_args()
     token = secrets.token_hex(8)
     with tempfile.TemporaryDirectory(prefix="kray-bench-") as tmp:
-        etcd = EtcdServer(data_dir=Path(tmp) / "etcd").start()
+        etcd = EtcdServer(data_dir=Path(tmp) / "etcd", die_with_parent=True).start()
         port = free_port()
         env = {**os.environ, "KRAY_TOKEN": token}
         cmd = [sys.executable, "-m", "kray.actors.apiserver", "--etcd", etcd.endpoint, "--port", str(port)]

@@ -187,7 +187,7 @@ def main() -> None:
         server = None
         endpoint = args.endpoint
         if endpoint is None:
-            server = EtcdServer(data_dir=Path(tmp) / "etcd").start()
+            server = EtcdServer(data_dir=Path(tmp) / "etcd", die_with_parent=True).start()
             endpoint = server.endpoint
         try:
             results = {}

@@ -10,7 +10,8 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 # crun/runc, nftables and busybox for the node runtime (apt-get; a no-op when present).
 bash scripts/install_system.sh
-extras=""
+# [train]: PyTorch for the training example (the main job); [test] includes it.
+extras="[train]"
 if [ "${1:-}" = "--test" ]; then extras="[test]"; fi
 .venv/bin/python -m pip install --quiet -e ".${extras}"
 echo "kray installed in $(pwd)/.venv (run .venv/bin/kray, or put .venv/bin on PATH)"

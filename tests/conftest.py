@@ -19,7 +19,7 @@ os.environ.update(LOOPBACK_ENV)
 @pytest.fixture(scope="session")
 def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
     base: Path = tmp_path_factory.mktemp("etcd")
-    server = EtcdServer(data_dir=base / "data").start()
+    server = EtcdServer(data_dir=base / "data", die_with_parent=True).start()
     try:
         yield server
     finally:

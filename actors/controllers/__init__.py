@@ -25,7 +25,7 @@ def build_all(manager: Manager) -> None:
 
 def controller_manager(manager: Manager) -> None:
     """Every built-in controller in one manager: what `kray up` runs as kube-controller-manager."""
-    from . import endpoints, garbagecollector, job, namespace, nodelifecycle
+    from . import endpoints, garbagecollector, job, namespace, nodeipam, nodelifecycle, trainingjob
 
     build_all(manager)
     job.setup(manager)
@@ -33,6 +33,8 @@ def controller_manager(manager: Manager) -> None:
     namespace.setup(manager)
     nodelifecycle.setup(manager)
     endpoints.setup(manager)
+    nodeipam.setup(manager)
+    trainingjob.setup(manager)
 
 
 __all__ = ["build_all", "controller_manager"]

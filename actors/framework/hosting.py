@@ -187,12 +187,17 @@ def deploy_controller(
     config: KrayConfig,
     replicas: int = 1,
     leader_elect: bool = True,
+    *,
+    runtime_env: dict[str, Any] | None = None,
     **options: Any,
 ) -> list[Any]:
     """Create (or find) ``replicas`` detached controller actors in Ray namespace ``kray``.
 
     ``options`` go to ``ControllerActor`` (lease_duration, renew_deadline, retry_period,
     lease_namespace). The spec is resolved here first, so a typo fails now, not in an actor.
+    ``runtime_env`` is Ray's, for the actors only (pip packages, env vars, a remote working_dir
+    URI); a local folder can only be shipped for the whole job: ``ray.init(runtime_env=...)``,
+    whose actors inherit it (what ``kray controller run --path`` does).
     """
     if replicas < 1:
         raise ValueError("replicas must be >= 1")
@@ -200,6 +205,7 @@ def deploy_controller(
         raise ValueError("more than one replica needs leader_elect=True")
     resolve_spec(spec)
     remote_cls = ray.remote(ControllerActor)
+    extra: dict[str, Any] = {"runtime_env": runtime_env} if runtime_env else {}
     handles = []
     for i in range(replicas):
         handle = remote_cls.options(  # type: ignore[attr-defined]
@@ -211,6 +217,7 @@ def deploy_controller(
             get_if_exists=True,
             num_cpus=0,
             max_concurrency=4,
+            **extra,
         ).remote(name, spec, config, leader_elect=leader_elect, **options)
         handles.append(handle)
     return handles

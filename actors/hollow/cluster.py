@@ -36,7 +36,7 @@ class LocalControlPlane:
         return self.etcd.endpoint
 
     def start(self, timeout: float = 30.0) -> LocalControlPlane:
-        self.etcd = EtcdServer(data_dir=self.data_dir / "etcd").start()
+        self.etcd = EtcdServer(data_dir=self.data_dir / "etcd", die_with_parent=True).start()
         self.port = free_port()
         env = {**os.environ, "KRAY_TOKEN": self.token}
         cmd = [sys.executable, "-m", "kray.actors.apiserver", "--etcd", self.etcd.endpoint, "--port", str(self.port)]

@@ -9,14 +9,18 @@ process is started in its own session: it outlives the actor on purpose.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from kray.config import KrayConfig
 
@@ -26,6 +30,7 @@ log = logging.getLogger(__name__)
 
 RAY_NAMESPACE = "kray"
 DEFAULT_ROOT = "/var/lib/kray"
+T = TypeVar("T")
 
 
 def actor_name(node_name: str) -> str:
@@ -49,7 +54,25 @@ def runtime_alive(socket_path: Path, timeout: float = 3.0) -> bool:
         finally:
             await client.close()
 
-    return asyncio.run(probe())
+    return run_sync(probe())
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion from sync code, on a thread of its own: this actor's
+    methods may be called while an event loop is running on the calling thread."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+async def _remove_all_sandboxes(socket_path: Path) -> int:
+    from kray.runtime.cri.client import RuntimeClient
+
+    async with RuntimeClient(socket_path) as cri:
+        sandboxes = await cri.list_pod_sandbox()
+        for sandbox in sandboxes:
+            await cri.stop_pod_sandbox(sandbox.id)
+            await cri.remove_pod_sandbox(sandbox.id)
+        return len(sandboxes)
 
 
 def start_runtime(
@@ -95,6 +118,9 @@ class KubeletActor:
         self.runtime_proc: subprocess.Popen[str] | None = None
         if not runtime_alive(self.socket):
             self.runtime_proc = start_runtime(self.socket, self.state, pod_cidr, runtime_args)
+            # The service outlives this actor on purpose (a restarted kubelet re-adopts its pods);
+            # its PID is kept so `teardown` can stop it even from a later incarnation.
+            (self.node_dir / "runtime.pid").write_text(str(self.runtime_proc.pid))
         self.device_plugin_dir = device_plugin_dir
         self.kubelet: Any = None
         self.error: str | None = None
@@ -159,6 +185,37 @@ class KubeletActor:
             "error": self.error,
             "runtime_pid": self.runtime_proc.pid if self.runtime_proc else None,
         }
+
+    def teardown(self) -> dict[str, int]:
+        """`kray down` for this node: stop the kubelet, remove every pod sandbox (and so every
+        container, netns, veth and cgroup of the pods), stop the runtime service, drop the bridge."""
+        self.stop()
+        removed = 0
+        if runtime_alive(self.socket):
+            removed = run_sync(_remove_all_sandboxes(self.socket))
+        pid_file = self.node_dir / "runtime.pid"
+        if self.runtime_proc is not None:  # our own child: terminate and reap it
+            self.runtime_proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.runtime_proc.wait(10)
+        with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
+            pid = int(pid_file.read_text())
+            os.killpg(pid, signal.SIGTERM)
+            for _ in range(100):
+                os.kill(pid, 0)
+                time.sleep(0.1)
+        pid_file.unlink(missing_ok=True)
+        from kray.runtime.network import BridgeNetwork, NetworkConfig
+
+        bridge = BridgeNetwork(NetworkConfig(subnet=self.kcfg.pod_cidr, state_dir=self.state / "net"))
+        try:
+            # pyroute2 runs its own event loop, which cannot start on a thread that has one.
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                pool.submit(bridge.delete_bridge).result()
+        except Exception as exc:
+            log.warning("could not delete the bridge %s: %s", bridge.cfg.bridge, exc)
+            return {"sandboxes_removed": removed, "bridge_error": repr(exc)}  # type: ignore[dict-item]
+        return {"sandboxes_removed": removed}
 
     def stop(self, stop_runtime: bool = False) -> None:
         if self.kubelet is not None and self._loop is not None:

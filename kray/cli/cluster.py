@@ -20,6 +20,13 @@ def _echo(message: str) -> None:
 @click.option("--num-cpus", type=click.IntRange(0), help="CPUs the local Ray head offers (default: all).")
 @click.option("--state-dir", type=click.Path(path_type=Path), help="Where local etcd data, logs and PIDs go.")
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for each part to come up.")
+@click.option(
+    "--scheduler-shards", default=1, show_default=True, type=click.IntRange(1), help="Scheduler shard actors."
+)
+@click.option("--no-kubelet", is_flag=True, help="Run no kubelet on this machine (control plane only).")
+@click.option("--node-name", default="", help="This node's name (default: the hostname).")
+@click.option("--pod-cidr", default="10.244.0.0/24", show_default=True, help="This node's pod network.")
+@click.option("--node-root", default="/var/lib/kray", show_default=True, help="Node state: pods, images, logs.")
 def up(
     etcd: str | None,
     ray_address: str | None,
@@ -28,10 +35,16 @@ def up(
     num_cpus: int | None,
     state_dir: Path | None,
     timeout: float,
+    scheduler_shards: int,
+    no_kubelet: bool,
+    node_name: str,
+    pod_cidr: str,
+    node_root: str,
 ) -> None:
-    """Start (or join) a kray cluster: etcd, Ray, and the control plane. Idempotent."""
+    """Start (or join) a kray cluster: etcd, Ray, the control plane and a node. Idempotent."""
     from kray.cluster import ClusterError, UpOptions, default_state_dir
     from kray.cluster import up as cluster_up
+    from kray.controlplane import NodeOptions
 
     opts = UpOptions(
         state_dir=state_dir or default_state_dir(),
@@ -41,13 +54,15 @@ def up(
         port=port,
         num_cpus=num_cpus,
         timeout=timeout,
+        scheduler_shards=scheduler_shards,
+        node=NodeOptions(enabled=not no_kubelet, name=node_name, pod_cidr=pod_cidr, root=node_root),
     )
     try:
         config = cluster_up(opts, log=_echo)
-    except ClusterError as exc:
+    except (ClusterError, TimeoutError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"kray is up. API server: {config.server}")
-    click.echo("Try:  kray get nodes   |   kray apply -f examples/hello-pod.yaml   |   kray get pods")
+    click.echo("Try:  kray get nodes   |   kray apply -f examples/hello.yaml   |   kray get pods -A")
 
 
 @click.command()

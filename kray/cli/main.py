@@ -25,9 +25,11 @@ COMMANDS: dict[str, str] = {
     "logs": "kray.cli.logs:logs_cmd",
     "api-resources": "kray.cli.info:api_resources_cmd",
     "version": "kray.cli.info:version_cmd",
+    "image": "kray.cli.image:image",
     "up": "kray.cli.cluster:up",
     "down": "kray.cli.cluster:down",
     "status": "kray.cli.cluster:status",
+    "controller": "kray.cli.controller:controller_cmd",
 }
 
 

@@ -282,3 +282,21 @@ def to_yaml(obj: Obj) -> str:
 
 def object_name(ref: ResourceRef, obj: Obj) -> str:
     return f"{ref.kind_name}/{_meta(obj).get('name', '')}"
+
+
+def _trainingjob_row(tj: Obj, wide: bool) -> list[str]:
+    """STATE is the most recent condition that holds (Kubeflow's `kubectl get pytorchjobs`)."""
+    conditions = [c for c in (tj.get("status") or {}).get("conditions") or [] if c.get("status") == "True"]
+    order = ("Created", "Suspended", "Running", "Restarting", "Succeeded", "Failed")
+    conditions.sort(
+        key=lambda c: (c.get("lastTransitionTime") or "", order.index(c["type"]) if c.get("type") in order else -1)
+    )
+    state = conditions[-1].get("type", "") if conditions else ""
+    row = [state, _age(tj)]
+    if wide:
+        status = tj.get("status") or {}
+        row += [str(status.get("restarts") or 0), status.get("masterAddr") or NONE]
+    return row
+
+
+COLUMNS[("kray.io", "trainingjobs")] = (["STATE", "AGE"], ["RESTARTS", "MASTER"], _trainingjob_row)

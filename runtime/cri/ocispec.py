@@ -9,6 +9,7 @@ to the spec exactly as the kubelet computed them.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -211,6 +212,11 @@ def container_config(
     if not argv:
         raise SpecError("no command: neither the container config nor the image gives one")
     env: dict[str, str] = {}
+    if host_image:
+        # The node's own interpreter (the one kray runs on, with torch and kray installed) and
+        # a PATH that finds it: a host-image pod runs "the node's Python" without a registry.
+        env["KRAY_PYTHON"] = sys.executable
+        env["PATH"] = f"{Path(sys.executable).parent}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     for kv in image_config.get("Env") or []:
         k, _, v = kv.partition("=")
         env[k] = v

@@ -43,7 +43,7 @@ def run(args: list[str], env: dict[str, str], timeout: float = 120) -> subproces
 def test_up_apply_get_restart_down(ray_cluster: str, etcd_endpoint: str, tmp_path: Path) -> None:
     import ray
 
-    from kray.cluster import APISERVER_ACTOR, RAY_NAMESPACE
+    from kray.controlplane import APISERVER_ACTOR, RAY_NAMESPACE
 
     env = {
         **os.environ,

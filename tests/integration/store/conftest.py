@@ -46,7 +46,7 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
 @pytest.fixture
 def private_etcd(tmp_path: Path) -> Iterator[EtcdServer]:
     """An etcd of one's own, for tests that compact or kill it (the session one is shared)."""
-    server = EtcdServer(data_dir=tmp_path / "etcd").start()
+    server = EtcdServer(data_dir=tmp_path / "etcd", die_with_parent=True).start()
     try:
         yield server
     finally:

@@ -340,6 +340,8 @@ class NodeRuntime:
         """An image of the store by name (`busybox` = `busybox:latest`), id or manifest digest."""
         if not ref:
             return None
+        if ref == HOST_IMAGE:  # the node's own filesystem: always present, nothing to pull
+            return ImageInfo(name=HOST_IMAGE, digest=HOST_IMAGE, config_digest=HOST_IMAGE, layers=[], size=0)
         info = self.images.image_status(ref)
         if info is not None:
             return info

@@ -1,0 +1,159 @@
+"""End to end on one real node: `kray up` with a kubelet, real crun containers, the scheduler,
+the controller-manager and the TrainingJob operator, driven through the `kray` CLI.
+
+- a busybox Pod runs to Completed and `kray logs` shows its output;
+- the kubelet actor is killed while a Pod runs: Ray restarts it and it re-adopts the running
+  container (same container, no restart);
+- the TrainingJob example (1 master + 2 workers, gloo on CPU, host image) ends Succeeded with
+  every rank at the same final step and a falling loss;
+- `kray down` leaves no netns, veth, bridge or container behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from kray.etcd_server import free_port
+
+pytestmark = [pytest.mark.ray, pytest.mark.etcd, pytest.mark.root, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
+KRAY = str(Path(sys.executable).with_name("kray"))
+
+if os.geteuid() != 0:
+    pytest.skip("needs root: containers use namespaces and cgroups", allow_module_level=True)
+try:
+    import torch  # noqa: F401
+
+    HAVE_TORCH = True
+except ImportError:
+    HAVE_TORCH = False
+
+
+def kray(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([KRAY, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def wait_for(what: str, check, timeout: float = 120.0, every: float = 0.5):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def pod_json(env: dict[str, str], name: str, ns: str = "default") -> dict:  # type: ignore[type-arg]
+    got = kray(env, "get", "pod", name, "-n", ns, "-o", "json")
+    return json.loads(got.stdout) if got.returncode == 0 else {}
+
+
+def test_pods_and_a_training_job_on_a_real_node(ray_cluster: str, etcd_endpoint: str, tmp_path: Path) -> None:
+    node = f"e2e-{uuid.uuid4().hex[:6]}"
+    env = {**os.environ, "KRAY_CONFIG": str(tmp_path / "config"), "KRAY_STATE_DIR": str(tmp_path / "state")}
+    for var in ("KRAY_SERVER", "KRAY_TOKEN"):
+        env.pop(var, None)
+    up = kray(
+        env, "up", "--ray-address", ray_cluster, "--etcd", etcd_endpoint, "--port", str(free_port()),
+        "--node-name", node, "--pod-cidr", "10.251.7.0/24", "--node-root", str(tmp_path / "nodes"),
+    )  # fmt: skip
+    try:
+        assert up.returncode == 0, up.stderr
+        assert f"node {node} Ready" in up.stderr
+        image = subprocess.run(
+            ["bash", str(ROOT / "scripts/build_test_image.sh"), str(tmp_path / "busybox.tar")],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        assert kray(env, "image", "import", image.stdout.strip(), "--name", "busybox:latest").returncode == 0
+
+        # A Pod that prints and exits.
+        manifest = tmp_path / "pods.yaml"
+        manifest.write_text(PODS)
+        applied = kray(env, "apply", "-f", str(manifest))
+        assert applied.returncode == 0, applied.stderr
+        wait_for("pod hello Completed", lambda: pod_json(env, "hello").get("status", {}).get("phase") == "Succeeded")
+        hello = pod_json(env, "hello")
+        assert hello["spec"]["nodeName"] == node
+        assert hello["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+        logs = kray(env, "logs", "hello")
+        assert logs.returncode == 0 and "hello from a kray pod" in logs.stdout
+        assert logs.stdout.splitlines()[1] == "hello"  # `hostname` inside is the pod's name
+
+        # Kill the kubelet while `sleeper` runs: the restarted kubelet adopts its container.
+        def running_container() -> str | None:
+            status = pod_json(env, "sleeper").get("status", {})
+            states = status.get("containerStatuses") or [{}]
+            return states[0].get("containerID") if "running" in states[0].get("state", {}) else None
+
+        before = wait_for("sleeper Running", running_container)
+        import ray
+
+        from kray.actors.kubelet.actor import actor_name
+        from kray.controlplane import RAY_NAMESPACE
+
+        ray.kill(ray.get_actor(actor_name(node), namespace=RAY_NAMESPACE), no_restart=False)
+        wait_for(
+            "the kubelet back",
+            lambda: ray.get(ray.get_actor(actor_name(node), namespace=RAY_NAMESPACE).ready.remote(), timeout=30),
+        )
+        time.sleep(2)  # a few kubelet syncs
+        after = pod_json(env, "sleeper")["status"]["containerStatuses"][0]
+        assert after["containerID"] == before and after["restartCount"] == 0 and "running" in after["state"]
+
+        if HAVE_TORCH:
+            job = kray(env, "apply", "-f", str(ROOT / "examples/train/trainingjob.yaml"))
+            assert job.returncode == 0, job.stderr
+
+            def finished() -> str | None:
+                rows = kray(env, "get", "tj", "train-example").stdout.splitlines()[1:]
+                state = rows[0].split()[1] if rows else ""
+                return state if state in ("Succeeded", "Failed") else None
+
+            state = wait_for("the TrainingJob to finish", finished, timeout=240, every=2)
+            assert state == "Succeeded", kray(env, "describe", "tj", "train-example").stdout
+            finals = set()
+            for pod in ("train-example-master-0", "train-example-worker-0", "train-example-worker-1"):
+                out = kray(env, "logs", pod).stdout
+                losses = [float(m) for m in re.findall(r"^step \d+ loss ([0-9.]+)", out, re.M)]
+                assert len(losses) >= 2 and losses[-1] < losses[0], out
+                finals.add(re.search(r"^final step (\d+)", out, re.M).group(1))  # type: ignore[union-attr]
+            assert len(finals) == 1
+    finally:
+        down = kray(env, "down", timeout=300)
+    assert down.returncode == 0, down.stderr
+    leftovers = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert "kray" not in leftovers
+    links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
+    assert "kray0" not in links
+
+
+PODS = """
+apiVersion: v1
+kind: Pod
+metadata: {name: hello}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: busybox:latest
+    command: [sh, -c, "echo hello from a kray pod; hostname"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: sleeper}
+spec:
+  containers:
+  - name: main
+    image: busybox:latest
+    command: [sleep, "3600"]
+"""

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
+
 from kray.runtime.cgroups import CgroupV1
 from kray.runtime.containers import ContainerManager, ContainerStatus
 from kray.runtime.cri import api_pb2 as pb

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from kray.actors.store.etcd import EtcdKV
 
+from kray.actors.store.etcd import EtcdKV
 from kray.etcd_server import EtcdServer, free_port
 
 TOKEN = "bench-token"

@@ -30,9 +30,8 @@ import kray.crds  # noqa: F401  (registers the built-in kinds)
 from kray.actors.apiserver import ApiServer, ServerThread
 from kray.actors.framework import ClientListWatcher, FuncHandler, Informer, ListWatcher, StoreListWatcher
 from kray.actors.store import KV, MemoryKV, ObjectStore
-from kray.crds import REGISTRY, ConfigMap, ObjectMeta
-
 from kray.client import AsyncClient
+from kray.crds import REGISTRY, ConfigMap, ObjectMeta
 
 TOKEN = "bench-token"
 CM = REGISTRY.for_model(ConfigMap)
@@ -99,7 +98,6 @@ async def main(n: int, lat_n: int, memory: bool) -> None:
         make_kv = lambda: shared  # noqa: E731  (one store: both sides must see the same data)
     else:
         from kray.actors.store.etcd import EtcdKV
-
         from kray.etcd_server import EtcdServer
 
         etcd = EtcdServer(data_dir=Path(tempfile.mkdtemp()) / "etcd", die_with_parent=True).start()

@@ -28,10 +28,9 @@ from kray.actors.controllers.replicaset import build_replicaset_controller
 from kray.actors.framework import ClientListWatcher, Manager
 from kray.actors.store import ObjectStore
 from kray.actors.store.etcd import EtcdKV
+from kray.client import AsyncClient
 from kray.crds import REGISTRY, Namespace, ObjectMeta, Pod
 from kray.crds.apps import ReplicaSet
-
-from kray.client import AsyncClient
 from kray.etcd_server import EtcdServer
 
 

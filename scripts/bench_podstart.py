@@ -24,18 +24,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration" / "kubelet"))
 
-import kray.crds  # noqa: E402,F401
 from conftest import Node  # noqa: E402
+from kubelet_node import RunningKubelet, pod_body  # noqa: E402
+
+import kray.crds  # noqa: E402,F401
 from kray.actors.apiserver import ApiServer  # noqa: E402
 from kray.actors.apiserver.server import ServerThread  # noqa: E402
 from kray.actors.store import MemoryKV, ObjectStore  # noqa: E402
+from kray.client import AsyncClient  # noqa: E402
 from kray.crds import Pod  # noqa: E402
 from kray.crds.registry import REGISTRY  # noqa: E402
 from kray.runtime.cgroups import CgroupV1  # noqa: E402
 from kray.runtime.ocirt import make_runtime  # noqa: E402
-from kubelet_node import RunningKubelet, pod_body  # noqa: E402
-
-from kray.client import AsyncClient  # noqa: E402
 
 SLEEP = [{"name": "s", "image": "busybox", "command": ["sleep", "1000"]}]
 

@@ -37,7 +37,6 @@ async def worker(index: int, shards: int, etcd: str, server: str) -> None:
     from kray.actors.scheduler.shard import ShardCore
     from kray.actors.store.etcd import EtcdKV
     from kray.actors.store.objects import ObjectStore
-
     from kray.client import AsyncClient
 
     client = AsyncClient(server=server, token=TOKEN)
@@ -99,7 +98,6 @@ def pod_body(name: str, ns: str) -> dict[str, Any]:
 
 async def run_round(args: argparse.Namespace, plane: Any, shards: int) -> dict[str, Any]:
     from kray.actors.store.etcd import EtcdKV
-
     from kray.client import AsyncClient
 
     ns = f"bench-{shards}"
@@ -187,7 +185,6 @@ async def run_round(args: argparse.Namespace, plane: Any, shards: int) -> dict[s
 async def main(args: argparse.Namespace) -> None:
     from kray.actors.hollow import HollowNodes, NodeTemplate
     from kray.actors.hollow.cluster import LocalControlPlane
-
     from kray.client import AsyncClient
 
     with LocalControlPlane(token=TOKEN) as plane:

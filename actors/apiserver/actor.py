@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
 from kray.actors.store.objects import ObjectStore
 from kray.crds.registry import REGISTRY
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from .app import ApiServer
 from .server import ServerThread

@@ -15,15 +15,16 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from kray.actors.store.kv import KeyExistsError, StoreError, StoreUnavailableError
-from kray.actors.store.objects import ObjectStore
-from kray.crds.meta import Resource, utcnow
-from kray.crds.registry import REGISTRY, KindInfo, Registry, UnknownKindError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from kray.actors.store.kv import KeyExistsError, StoreError, StoreUnavailableError
+from kray.actors.store.objects import ObjectStore
+from kray.crds.meta import Resource, utcnow
+from kray.crds.registry import REGISTRY, KindInfo, Registry, UnknownKindError
 
 from . import crd, discovery, errors
 from .admission import SYSTEM_NAMESPACES, AdmissionHook, NamespaceLifecycle

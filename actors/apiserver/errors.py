@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from starlette.responses import Response
+
 from kray.actors.store.kv import (
     CompactedError,
     KeyExistsError,
@@ -19,7 +21,6 @@ from kray.actors.store.kv import (
 )
 from kray.crds.meta import Status, StatusCause, StatusDetails
 from kray.crds.registry import KindInfo
-from starlette.responses import Response
 
 JSON = "application/json"
 

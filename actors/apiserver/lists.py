@@ -12,9 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic_core import from_json
+
 from kray.crds.registry import KindInfo
 from kray.crds.selectors import FieldSelector, Selector, parse_field_selector, parse_label_selector
-from pydantic_core import from_json
 
 _META = b'"metadata":{'
 

@@ -14,11 +14,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.types import Receive, Scope, Send
+
 from kray.actors.store.kv import CompactedError, KVEvent, StoreError
 from kray.actors.store.objects import ObjectStore
 from kray.crds.meta import Status
 from kray.crds.registry import KindInfo
-from starlette.types import Receive, Scope, Send
 
 from .lists import Filter, event_line, with_resource_version
 

@@ -28,13 +28,12 @@ from kray.actors.framework.reconciler import (
     set_condition,
     set_controller_reference,
 )
+from kray.client.errors import AlreadyExists, NotFound
 from kray.crds.apps import AVAILABLE, PROGRESSING, Deployment, DeploymentStatus, IntOrString, ReplicaSet
 from kray.crds.apps import ReplicaSetSpec as RSSpec
 from kray.crds.core import Pod
 from kray.crds.meta import ObjectMeta
 from kray.crds.selectors import LabelSelector
-
-from kray.client.errors import AlreadyExists, NotFound
 
 from .podutil import POD_TEMPLATE_HASH, equal_ignore_hash, template_hash
 

@@ -18,13 +18,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from kray.actors.framework import ControllerBuilder, Manager, Reader, Request, Result, Writer
+from kray.client.errors import NotFound
 from kray.crds.core import Endpoints, Pod, Service
 from kray.crds.core.common import ObjectReference
 from kray.crds.core.service import EndpointAddress, EndpointPort, EndpointSubset, ServicePort
 from kray.crds.meta import ObjectMeta
 from kray.crds.selectors import selector_from_set
-
-from kray.client.errors import NotFound
 
 CONTROLLER_NAME = "endpoints"
 HEADLESS_LABEL = "service.kubernetes.io/headless"

@@ -32,11 +32,10 @@ from kray.actors.framework import (
     Writer,
     remove_finalizer,
 )
+from kray.client.errors import Conflict, NotFound
 from kray.crds.core import Namespace
 from kray.crds.meta import OwnerReference, Resource
 from kray.crds.registry import KindInfo, Registry, UnknownKindError
-
-from kray.client.errors import Conflict, NotFound
 
 log = logging.getLogger(__name__)
 

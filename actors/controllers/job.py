@@ -32,6 +32,7 @@ from kray.actors.framework import (
     set_condition,
     set_controller_reference,
 )
+from kray.client.errors import NotFound
 from kray.crds.batch import (
     COMPLETE,
     COMPLETION_INDEX,
@@ -51,8 +52,6 @@ from kray.crds.batch import (
 from kray.crds.core import Pod
 from kray.crds.core.container import EnvVar
 from kray.crds.meta import ObjectMeta
-
-from kray.client.errors import NotFound
 
 log = logging.getLogger(__name__)
 

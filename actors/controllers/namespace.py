@@ -30,11 +30,10 @@ from kray.actors.framework import (
     Writer,
     set_condition,
 )
+from kray.client.errors import NotFound
 from kray.crds.core import Namespace, NamespaceStatus, Pod
 from kray.crds.meta import Resource
 from kray.crds.registry import KindInfo, Registry
-
-from kray.client.errors import NotFound
 
 log = logging.getLogger(__name__)
 

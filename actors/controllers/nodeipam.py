@@ -15,9 +15,8 @@ import logging
 from dataclasses import dataclass, field
 
 from kray.actors.framework import Clock, ControllerBuilder, EventRecorder, Manager, Reader, Request, Result, Writer
-from kray.crds.core import Node
-
 from kray.client.errors import NotFound
+from kray.crds.core import Node
 
 log = logging.getLogger(__name__)
 

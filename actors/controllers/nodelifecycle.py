@@ -32,11 +32,10 @@ from kray.actors.framework import (
     Writer,
     set_condition,
 )
+from kray.client.errors import NotFound
 from kray.crds.core import Lease, Node, Pod, Taint
 from kray.crds.core.node import NodeStatus
 from kray.crds.meta import Resource
-
-from kray.client.errors import NotFound
 
 log = logging.getLogger(__name__)
 

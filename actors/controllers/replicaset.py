@@ -33,12 +33,11 @@ from kray.actors.framework.reconciler import (
     owner_reference,
     set_condition,
 )
+from kray.client.errors import AlreadyExists, Conflict, NotFound
 from kray.crds.apps import ReplicaSet, ReplicaSetStatus
 from kray.crds.core import Pod
 from kray.crds.meta import Resource
 from kray.crds.selectors import Selector
-
-from kray.client.errors import AlreadyExists, Conflict, NotFound
 
 from .podutil import is_active, is_available, is_ready, pod_from_template, pods_to_delete
 

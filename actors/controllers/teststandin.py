@@ -23,12 +23,11 @@ from typing import Any, Protocol
 
 from kray.actors.framework.informer import Informer
 from kray.actors.framework.ports import Clock, ListWatcher, SystemClock
+from kray.client.errors import Conflict, NotFound
 from kray.crds.core import Pod
 from kray.crds.core.pod import ContainerState, ContainerStateRunning, ContainerStatus, PodStatus
 from kray.crds.meta import Condition
 from kray.crds.registry import REGISTRY
-
-from kray.client.errors import Conflict, NotFound
 
 log = logging.getLogger(__name__)
 

@@ -27,6 +27,20 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
+from kray.api import (
+    Clock,
+    ControllerBuilder,
+    EventRecorder,
+    Manager,
+    Reader,
+    Request,
+    Result,
+    Writer,
+    controller_of,
+    owned_by,
+    set_condition,
+)
+from kray.client.errors import NotFound
 from kray.crds.core import ConfigMap, Pod, Service
 from kray.crds.scheduling import PodGroup
 from kray.crds.training import (
@@ -51,21 +65,6 @@ from kray.crds.training import (
     TrainingJob,
     TrainingJobStatus,
 )
-
-from kray.api import (
-    Clock,
-    ControllerBuilder,
-    EventRecorder,
-    Manager,
-    Reader,
-    Request,
-    Result,
-    Writer,
-    controller_of,
-    owned_by,
-    set_condition,
-)
-from kray.client.errors import NotFound
 
 from .trainingjob_pods import (
     MASTER_ADDR_KEY,

@@ -17,6 +17,7 @@ pod DNS records are served.
 
 from __future__ import annotations
 
+from kray.api import set_controller_reference
 from kray.crds.core import ConfigMap, Pod, Service, ServiceSpec
 from kray.crds.core.container import ContainerPort, EnvVar, EnvVarSource, KeySelector, ObjectFieldSelector
 from kray.crds.core.service import ServicePort
@@ -32,8 +33,6 @@ from kray.crds.training import (
     TrainingJob,
     main_container,
 )
-
-from kray.api import set_controller_reference
 
 MASTER_ADDR_KEY = "MASTER_ADDR"
 MASTER_PORT_NAME = "tj-master"

@@ -59,7 +59,6 @@ class DnsActor:
 
     async def _serve(self) -> None:
         from kray.actors.framework.ports import ClientListWatcher
-
         from kray.client.aio import AsyncClient
 
         from .core import DnsCore

@@ -25,6 +25,7 @@ import logging
 from dataclasses import dataclass, field
 
 from dnslib import CNAME, QTYPE, RCODE, RR, A, DNSRecord  # type: ignore[import-untyped]
+
 from kray.actors.framework import Informer, ListWatcher
 from kray.crds.core import Endpoints, Service
 from kray.crds.registry import REGISTRY, Registry

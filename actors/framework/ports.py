@@ -25,7 +25,6 @@ from kray.crds.registry import KindInfo
 
 if TYPE_CHECKING:
     from kray.actors.store.objects import ObjectStore
-
     from kray.client.aio import AsyncClient
 
 R = TypeVar("R", bound=Resource)

@@ -9,10 +9,9 @@ Deploy it with ``deploy_controller("namespace-mirror", "kray.actors.framework.sa
 
 from __future__ import annotations
 
+from kray.client.errors import NotFound
 from kray.crds.core import ConfigMap, Namespace
 from kray.crds.meta import ObjectMeta
-
-from kray.client.errors import NotFound
 
 from .builder import ControllerBuilder
 from .manager import Manager

@@ -145,10 +145,9 @@ class KubeletActor:
             loop.close()
 
     async def _serve(self) -> None:
+        from kray.client.aio import AsyncClient
         from kray.runtime.cri.client import RuntimeClient
         from kray.runtime.volumes import VolumeManager
-
-        from kray.client.aio import AsyncClient
 
         from .kubelet import Kubelet
         from .logserver import serve_logs

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+
 from kray.runtime.cri import api_pb2 as pb
 
 

@@ -20,10 +20,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kray.actors.framework.ports import Clock, SystemClock
+from kray.client.errors import Conflict, NotFound
 from kray.crds import Pod
 from kray.crds.quantity import Quantity, add_resources
-
-from kray.client.errors import Conflict, NotFound
 
 from . import podstatus
 from .nodestatus import NodeStatusManager

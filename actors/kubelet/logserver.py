@@ -10,12 +10,13 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from kray.runtime.cri import api_pb2 as pb
-from kray.runtime.logs import LogLine, afollow, read_log
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from kray.runtime.cri import api_pb2 as pb
+from kray.runtime.logs import LogLine, afollow, read_log
 
 from .ports import CONTAINER_NAME, POD_UID
 

@@ -12,9 +12,8 @@ from datetime import datetime
 from typing import Any
 
 from kray.actors.framework.ports import Clock
-from kray.crds import Lease, Node
-
 from kray.client.errors import Conflict, NotFound
+from kray.crds import Lease, Node
 
 from .ports import ApiPort, CriPort, DevicePort, KubeletConfig
 

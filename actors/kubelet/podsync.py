@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+
 from kray.actors.framework.ports import Clock
 from kray.crds import Pod
 from kray.crds.core.container import Container

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import grpc
 import httpx
+
 from kray.actors.framework.ports import Clock
 from kray.crds.core.container import Container, Probe
 

@@ -7,6 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import grpc
+
 from kray.runtime.cri import api_pb2 as pb
 
 from .ports import CONTAINER_KIND, CONTAINER_NAME, POD_UID, CriPort

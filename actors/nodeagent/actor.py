@@ -82,6 +82,7 @@ class RayDeployer:
     def remove(self, node_name: str) -> None:
         """Kill the node's named actors so a node coming back under this name starts afresh."""
         import ray
+
         from kray.actors.kubelet.actor import actor_name as kubelet_name
         from kray.actors.proxy.actor import actor_name as proxy_name
         from kray.deviceplugins.actor import actor_name as gpu_name
@@ -125,7 +126,6 @@ class NodeAgentActor:
 
     async def _serve(self) -> None:
         from kray.actors.framework import SystemClock
-
         from kray.client.aio import AsyncClient
 
         from .core import NodeAgent

@@ -27,12 +27,11 @@ import re
 from decimal import Decimal
 
 from kray.actors.framework import Clock
+from kray.client.errors import Conflict, NotFound
 from kray.crds.core import Lease, Node, Pod
 from kray.crds.meta import ObjectMeta
 from kray.crds.quantity import Quantity
 from kray.crds.validation import is_dns1123_subdomain, is_qualified_name, is_valid_label_value
-
-from kray.client.errors import Conflict, NotFound
 
 from .ports import Api, Autoscaler, Deployer, Membership, NodePlan, RayNode
 

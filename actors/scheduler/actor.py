@@ -69,7 +69,6 @@ class SchedulerShardActor:
 
     async def _serve(self) -> None:
         from kray.actors.framework.ports import ClientListWatcher, ListWatcher, StoreListWatcher
-
         from kray.client.aio import AsyncClient
 
         from .binder import ApiBinder

@@ -27,22 +27,6 @@ import hashlib
 import json
 from typing import ClassVar
 
-from kray.crds import LabelSelector
-from kray.crds.apps import ReplicaSet, ReplicaSetSpec
-from kray.crds.core import (
-    Container,
-    ContainerPort,
-    HostPathVolumeSource,
-    HTTPGetAction,
-    PodSpec,
-    PodTemplateSpec,
-    Probe,
-    Service,
-    ServicePort,
-    ServiceSpec,
-    Volume,
-    VolumeMount,
-)
 from pydantic import Field
 
 from kray.api import (
@@ -65,6 +49,22 @@ from kray.api import (
     remove_finalizer,
     set_condition,
     set_controller_reference,
+)
+from kray.crds import LabelSelector
+from kray.crds.apps import ReplicaSet, ReplicaSetSpec
+from kray.crds.core import (
+    Container,
+    ContainerPort,
+    HostPathVolumeSource,
+    HTTPGetAction,
+    PodSpec,
+    PodTemplateSpec,
+    Probe,
+    Service,
+    ServicePort,
+    ServiceSpec,
+    Volume,
+    VolumeMount,
 )
 
 GROUP = "example.kray.io"

@@ -26,7 +26,6 @@ from .printers import format_table
 
 if TYPE_CHECKING:
     from kray.actors.framework.manager import Manager
-
     from kray.config import KrayConfig
 
 _ACTOR = re.compile(r"^kray-controller-(?P<name>.+)-(?P<index>\d+)$")

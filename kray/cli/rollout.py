@@ -15,10 +15,9 @@ import click
 from .common import CliError, make_client
 
 if TYPE_CHECKING:
+    from kray.client import Client
     from kray.crds.apps import Deployment, ReplicaSet
     from kray.crds.core.pod import PodTemplateSpec
-
-    from kray.client import Client
 
 REVISION = "deployment.kubernetes.io/revision"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"

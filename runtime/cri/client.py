@@ -14,6 +14,7 @@ from pathlib import Path
 from types import TracebackType
 
 import grpc
+
 from kray.runtime.cri import api_pb2 as pb
 from kray.runtime.cri import api_pb2_grpc as pbg
 

@@ -18,6 +18,7 @@ def _free_port() -> int:
 
 def test_deploy_apiserver_serves_and_is_idempotent(ray_cluster: str, etcd_endpoint: str) -> None:
     import ray
+
     from kray.actors.apiserver.actor import ACTOR_NAME, RAY_NAMESPACE, deploy_apiserver
 
     port = _free_port()

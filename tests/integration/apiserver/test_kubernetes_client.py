@@ -9,8 +9,9 @@ import threading
 import uuid
 from collections.abc import Iterator
 
-import kray.crds  # noqa: F401
 import pytest
+
+import kray.crds  # noqa: F401
 from kray.actors.apiserver import ApiServer, ServerThread
 from kray.actors.store.etcd import EtcdKV
 from kray.actors.store.objects import ObjectStore

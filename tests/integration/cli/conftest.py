@@ -33,8 +33,9 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def api_server() -> Iterator[Served]:
-    import kray.crds  # noqa: F401  (registers the built-in kinds the server serves)
     import uvicorn
+
+    import kray.crds  # noqa: F401  (registers the built-in kinds the server serves)
     from kray.actors.apiserver.app import ApiServer
     from kray.actors.store.memory import MemoryKV
     from kray.actors.store.objects import ObjectStore

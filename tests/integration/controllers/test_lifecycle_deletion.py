@@ -9,14 +9,14 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
+
 from kray.actors.apiserver import ApiServer, ServerThread
 from kray.actors.controllers import garbagecollector, job, namespace
 from kray.actors.framework import ClientListWatcher, Manager, owner_reference
 from kray.actors.store import ObjectStore
+from kray.client import AsyncClient, NotFound
 from kray.crds import REGISTRY, ConfigMap, Namespace, ObjectMeta, Pod, Secret
 from kray.crds.batch import Job
-
-from kray.client import AsyncClient, NotFound
 
 pytestmark = [pytest.mark.etcd]
 

@@ -20,17 +20,17 @@ from typing import Any
 
 import pytest
 import ray
+
 from kray.actors.apiserver import ApiServer, ServerThread
 from kray.actors.controllers.podutil import is_ready
 from kray.actors.controllers.teststandin import KubeletStandIn, fake_nodes
 from kray.actors.framework import ClientListWatcher
 from kray.actors.framework.hosting import deploy_controller
 from kray.actors.store import ObjectStore
-from kray.crds import REGISTRY, Namespace, ObjectMeta, Pod
-from kray.crds.apps import Deployment, ReplicaSet
-
 from kray.client import AsyncClient, Client
 from kray.config import KrayConfig
+from kray.crds import REGISTRY, Namespace, ObjectMeta, Pod
+from kray.crds.apps import Deployment, ReplicaSet
 
 pytestmark = [pytest.mark.ray, pytest.mark.etcd]
 

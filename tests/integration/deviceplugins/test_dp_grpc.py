@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from kray.deviceplugins.api import pb, pb_grpc
 from kray.deviceplugins.example_widget import WidgetCore, widget_plugin
 from kray.deviceplugins.fake_nvml import FakeNvml

@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 import ray
+
 from kray.actors.apiserver import ApiServer, ServerThread
 from kray.actors.framework.hosting import deploy_controller
 from kray.actors.framework.sample import CONFIGMAP, LABEL
 from kray.actors.store import ObjectStore
-from kray.crds import REGISTRY, ConfigMap, Lease, Namespace, ObjectMeta
-
 from kray.client import Client, NotFound
 from kray.config import KrayConfig
+from kray.crds import REGISTRY, ConfigMap, Lease, Namespace, ObjectMeta
 
 pytestmark = [pytest.mark.ray, pytest.mark.etcd]
 

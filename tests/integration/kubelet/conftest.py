@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import kray.crds  # noqa: F401
 import pytest
+
+import kray.crds  # noqa: F401
 from kray.actors.apiserver import ApiServer
 from kray.actors.apiserver.server import ServerThread
 from kray.actors.store import MemoryKV, ObjectStore

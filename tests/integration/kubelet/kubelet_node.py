@@ -11,11 +11,10 @@ from typing import Any
 
 from kray.actors.kubelet import Kubelet, KubeletConfig
 from kray.actors.kubelet.logserver import serve_logs
+from kray.client import AsyncClient
 from kray.crds import Pod
 from kray.runtime.cri.client import RuntimeClient
 from kray.runtime.volumes import VolumeManager
-
-from kray.client import AsyncClient
 
 
 def free_port() -> int:

@@ -14,14 +14,14 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from kubelet_node import RunningKubelet, phase, pod_body, wait_for
+
 from kray.actors.apiserver.server import ServerThread
 from kray.actors.kubelet.ports import POD_UID
+from kray.client import AsyncClient
 from kray.crds import Node as NodeObj
 from kray.crds import Pod
 from kray.runtime.cri import api_pb2 as pb
-from kubelet_node import RunningKubelet, phase, pod_body, wait_for
-
-from kray.client import AsyncClient
 
 pytestmark = [pytest.mark.root]
 TOKEN = "kubelet-test"

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from kubelet_node import RunningKubelet, pod_body, wait_for
+
 from kray.actors.apiserver import ApiServer
 from kray.actors.apiserver.server import ServerThread
 from kray.actors.store import ObjectStore
 from kray.actors.store.etcd import EtcdKV
+from kray.client import AsyncClient
 from kray.crds import Lease, Pod
 from kray.crds.registry import REGISTRY
-from kubelet_node import RunningKubelet, pod_body, wait_for
-
-from kray.client import AsyncClient
 
 pytestmark = [pytest.mark.root, pytest.mark.etcd]
 TOKEN = "kubelet-etcd"

@@ -14,8 +14,9 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import kray.crds  # noqa: F401
 import pytest
+
+import kray.crds  # noqa: F401
 from kray.crds import Node, ObjectMeta
 from kray.crds.core.node import NodeAddress, NodeStatus
 from kray.runtime.network import NETNS_DIR

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
 from kray.runtime.cgroups import CgroupV1
 from kray.runtime.containers import ContainerManager
 from kray.runtime.images import ImageStore

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from kray.runtime.cgroups import CgroupV1
 from kray.runtime.cri import api_pb2 as pb
 from kray.runtime.cri.client import RuntimeClient

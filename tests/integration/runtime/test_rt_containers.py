@@ -9,6 +9,7 @@ import subprocess
 import time
 
 import pytest
+
 from kray.runtime.cgroups import CgroupV1
 from kray.runtime.oci import Resources, write_bundle
 from kray.runtime.shim import STATE_FILE

@@ -6,6 +6,7 @@ import os
 import subprocess
 
 import pytest
+
 from kray.runtime.network import NETNS_DIR, BridgeNetwork, HostLocalIpam
 
 pytestmark = pytest.mark.root

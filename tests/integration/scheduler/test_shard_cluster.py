@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+
 from kray.actors.apiserver.binding import Allocation, allocation_key, node_allocatable, pod_requests
 from kray.actors.framework.ports import StoreListWatcher
 from kray.actors.hollow import HollowNodes, NodeTemplate
@@ -18,11 +19,10 @@ from kray.actors.scheduler.shard import ShardCore
 from kray.actors.scheduler.sharding import shard_of
 from kray.actors.store.etcd import EtcdKV
 from kray.actors.store.objects import ObjectStore
+from kray.client import AsyncClient
 from kray.crds import Pod
 from kray.crds.core.event import Event
 from kray.crds.scheduling import POD_GROUP_LABEL, PodGroup
-
-from kray.client import AsyncClient
 
 pytestmark = [pytest.mark.etcd, pytest.mark.slow]
 

@@ -7,6 +7,7 @@ import secrets
 import uuid
 
 import httpx
+
 import kray.crds  # noqa: F401  (registers the built-in kinds)
 from kray.actors.apiserver import ApiServer
 from kray.actors.apiserver.clusterip import IP_PREFIX

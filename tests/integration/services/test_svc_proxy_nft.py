@@ -17,8 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import kray.crds  # noqa: F401  (registers the built-in kinds)
 import pytest
+
+import kray.crds  # noqa: F401  (registers the built-in kinds)
 from kray.actors.framework import StoreListWatcher
 from kray.actors.proxy import NftCli, ProxyCore
 from kray.actors.store import MemoryKV, ObjectStore

@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from kray.actors.store.etcd import EtcdKV
-from kray.actors.store.memory import MemoryKV
 from kvbackends import Backend, FakeClock
 
+from kray.actors.store.etcd import EtcdKV
+from kray.actors.store.memory import MemoryKV
 from kray.etcd_server import EtcdServer
 
 

@@ -6,9 +6,9 @@ import asyncio
 import uuid
 
 import pytest
+
 from kray.actors.store.etcd import EtcdKV
 from kray.actors.store.kv import KVEvent, StoreUnavailableError
-
 from kray.etcd_server import EtcdServer, free_port
 
 pytestmark = [pytest.mark.etcd, pytest.mark.slow]

@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from kvbackends import Backend
+
 from kray.actors.store.kv import (
     CompactedError,
     KeyExistsError,
@@ -14,7 +16,6 @@ from kray.actors.store.kv import (
     LeaseNotFoundError,
     RevisionConflictError,
 )
-from kvbackends import Backend
 
 pytestmark = pytest.mark.etcd
 

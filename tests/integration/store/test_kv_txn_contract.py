@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from kray.actors.store.kv import Compare, RevisionConflictError
 from kvbackends import Backend
+
+from kray.actors.store.kv import Compare, RevisionConflictError
 
 
 async def test_txn_applies_all_at_one_revision(backend: Backend) -> None:

@@ -8,11 +8,12 @@ import time
 from typing import ClassVar
 
 import pytest
+from kvbackends import Backend
+
 from kray.actors.store import KeyExistsError, ObjectStore, RevisionConflictError, WatchEvent
 from kray.actors.store.etcd import EtcdKV
 from kray.crds.meta import KrayModel, ObjectMeta, Resource
 from kray.crds.registry import KindInfo, Registry
-from kvbackends import Backend
 
 pytestmark = pytest.mark.etcd
 

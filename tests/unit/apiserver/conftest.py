@@ -7,8 +7,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 import httpx
-import kray.crds  # noqa: F401  (registers the built-in kinds)
 import pytest
+
+import kray.crds  # noqa: F401  (registers the built-in kinds)
 from kray.actors.apiserver import ApiServer
 from kray.actors.store import MemoryKV, ObjectStore
 from kray.crds.registry import REGISTRY, Registry

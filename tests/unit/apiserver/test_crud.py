@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+
 from kray.actors.apiserver import ApiServer
 
 from .conftest import pod

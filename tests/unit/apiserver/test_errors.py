@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from kray.actors.apiserver import MAX_OBJECT_BYTES
 from kray.actors.store import MemoryKV
 

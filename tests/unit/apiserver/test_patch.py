@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from kray.actors.apiserver.patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 
 

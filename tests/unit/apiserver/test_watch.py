@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import httpx
+
 from kray.actors.apiserver import ApiServer, ServerThread
 from kray.actors.store import MemoryKV, ObjectStore
 

@@ -6,7 +6,6 @@ from typing import Any, ClassVar
 
 import httpx
 import pytest
-from kray.crds.meta import KrayModel, Resource
 
 from kray.client import (
     AlreadyExists,
@@ -22,6 +21,7 @@ from kray.client import (
     UnknownResource,
 )
 from kray.config import KrayConfig
+from kray.crds.meta import KrayModel, Resource
 
 TOKEN = "t0ken"  # what the fake API in conftest.py accepts
 FakeApi = Any  # conftest.FakeApi; conftest modules are not importable by name

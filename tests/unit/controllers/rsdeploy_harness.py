@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import httpx
+
 import kray.crds  # noqa: F401  (registers the built-in kinds)
 from kray.actors.apiserver import ApiServer
 from kray.actors.controllers.deployment import build_deployment_controller
@@ -22,11 +23,10 @@ from kray.actors.framework import FakeClock, Manager, StoreListWatcher
 from kray.actors.framework.controller import Controller
 from kray.actors.framework.ports import WatchEvent
 from kray.actors.store import MemoryKV, ObjectStore
+from kray.client import AsyncClient
 from kray.crds import REGISTRY, ObjectMeta, Pod
 from kray.crds.apps import Deployment, ReplicaSet
 from kray.crds.registry import KindInfo
-
-from kray.client import AsyncClient
 
 TOKEN = "rsdeploy-token"
 NOW = datetime(2024, 1, 1, tzinfo=timezone.utc)

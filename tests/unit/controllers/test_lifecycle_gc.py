@@ -8,16 +8,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timezone
 
 import httpx
-import kray.crds  # noqa: F401  (registers the built-in kinds)
 import pytest
+
+import kray.crds  # noqa: F401  (registers the built-in kinds)
 from kray.actors.apiserver import ApiServer
 from kray.actors.controllers import garbagecollector
 from kray.actors.framework import FakeClock, Manager, StoreListWatcher, owner_reference
 from kray.actors.store import MemoryKV, ObjectStore
+from kray.client import AsyncClient, NotFound
 from kray.crds import ConfigMap, ObjectMeta, OwnerReference, Pod, Secret
 from kray.crds.registry import REGISTRY
-
-from kray.client import AsyncClient, NotFound
 
 NOW = datetime(2024, 1, 1, tzinfo=timezone.utc)
 NS = "default"

@@ -8,17 +8,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timezone
 
 import httpx
-import kray.crds  # noqa: F401  (registers the built-in kinds)
 import pytest
+
+import kray.crds  # noqa: F401  (registers the built-in kinds)
 from kray.actors.apiserver import ApiServer
 from kray.actors.controllers import namespace as nsctl
 from kray.actors.framework import FakeClock, Manager, StoreListWatcher, get_condition
 from kray.actors.store import MemoryKV, ObjectStore
+from kray.client import AsyncClient, NotFound
 from kray.crds import ConfigMap, Namespace, ObjectMeta, Pod, Secret, Service
 from kray.crds.batch import Job
 from kray.crds.registry import REGISTRY
-
-from kray.client import AsyncClient, NotFound
 
 NOW = datetime(2024, 1, 1, tzinfo=timezone.utc)
 

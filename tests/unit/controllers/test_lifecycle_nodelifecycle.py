@@ -9,17 +9,17 @@ from datetime import datetime, timezone
 from typing import Any
 
 import httpx
-import kray.crds  # noqa: F401  (registers the built-in kinds)
 import pytest
+
+import kray.crds  # noqa: F401  (registers the built-in kinds)
 from kray.actors.apiserver import ApiServer
 from kray.actors.controllers import nodelifecycle as nlc
 from kray.actors.framework import EventRecorder, FakeClock, Manager, StoreListWatcher
 from kray.actors.store import MemoryKV, ObjectStore
+from kray.client import AsyncClient
 from kray.crds import Event, Lease, Node, ObjectMeta, Pod
 from kray.crds.core.lease import LeaseSpec
 from kray.crds.registry import REGISTRY
-
-from kray.client import AsyncClient
 
 NOW = datetime(2024, 1, 1, tzinfo=timezone.utc)
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from kray.actors.controllers.deployment import REVISION, scaled_value
-from kray.actors.controllers.podutil import POD_TEMPLATE_HASH, is_ready
-from kray.crds.apps import Deployment, ReplicaSet
-from kray.crds.validation import FieldValueError
 from rsdeploy_harness import NS, Cluster, deployment
 
+from kray.actors.controllers.deployment import REVISION, scaled_value
+from kray.actors.controllers.podutil import POD_TEMPLATE_HASH, is_ready
 from kray.cli.rollout import rollback_target, status_message
+from kray.crds.apps import Deployment, ReplicaSet
+from kray.crds.validation import FieldValueError
 
 
 @pytest.fixture

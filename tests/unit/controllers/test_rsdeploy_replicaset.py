@@ -8,13 +8,14 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from rsdeploy_harness import NS, Cluster, bare_pod, replicaset
+
 from kray.actors.controllers.podutil import delete_rank, pods_to_delete, template_hash
 from kray.actors.controllers.replicaset import Expectations, slow_start
 from kray.actors.framework import FakeClock, Request
 from kray.crds import Pod
 from kray.crds.core.pod import PodStatus, PodTemplateSpec
 from kray.crds.meta import Condition
-from rsdeploy_harness import NS, Cluster, bare_pod, replicaset
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 import pytest
 import yaml
+
 from kray.crds import (
     REGISTRY,
     CustomResourceDefinition,

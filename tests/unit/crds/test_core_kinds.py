@@ -7,8 +7,9 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
-import kray.crds as crds
 import pytest
+
+import kray.crds as crds
 from kray.crds import (
     REGISTRY,
     ConfigMap,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from pydantic import BaseModel
+
 from kray.crds.quantity import (
     Quantity,
     QuantityField,
@@ -15,7 +17,6 @@ from kray.crds.quantity import (
     resource_list,
     subtract_resources,
 )
-from pydantic import BaseModel
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from kray.crds import (
     LabelSelector,
     Pod,

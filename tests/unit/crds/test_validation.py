@@ -6,6 +6,7 @@ from typing import Any
 
 import pydantic
 import pytest
+
 from kray.crds import (
     REGISTRY,
     FieldError,

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from kray.deviceplugins.checkpoint import Checkpoint, ContainerDevices, CorruptCheckpointError
 from kray.deviceplugins.manager import DeviceManager
 

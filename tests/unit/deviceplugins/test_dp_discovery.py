@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from kray.deviceplugins.fake_nvml import FakeNvml
 from kray.deviceplugins.nvidia import GpuPlugin, GpuPluginCore
 from kray.deviceplugins.nvml import TOPOLOGY_SYSTEM, NoGPUs, PyNvml, discover

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+
 from kray.deviceplugins.fake_nvml import FakeNvml
 from kray.deviceplugins.health import HealthMonitor, XidClass, XidPolicy
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pynvml
 import pytest
+
 from kray.deviceplugins.nvml import TOPOLOGY_NODE, NoGPUsError, PyNvml, XidEvent
 
 

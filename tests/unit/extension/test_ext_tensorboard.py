@@ -11,19 +11,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
-import kray.crds  # noqa: F401  (registers the built-in kinds)
 import pytest
 import yaml
+
+import kray.crds  # noqa: F401  (registers the built-in kinds)
 from kray.actors.apiserver import ApiServer
 from kray.actors.framework import FakeClock, Manager, Request, StoreListWatcher, set_condition
 from kray.actors.store import MemoryKV, ObjectStore
+from kray.client import AsyncClient, NotFound
 from kray.crds import Event, ObjectMeta, Service
 from kray.crds.apiextensions import model_from_crd
 from kray.crds.apps import ReplicaSet, ReplicaSetStatus
 from kray.crds.core import ServicePort, ServiceSpec
 from kray.crds.registry import REGISTRY
-
-from kray.client import AsyncClient, NotFound
 
 OPERATOR_DIR = Path(__file__).resolve().parents[3] / "examples" / "operator"
 sys.path.insert(0, str(OPERATOR_DIR))

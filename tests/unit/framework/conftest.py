@@ -12,14 +12,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timezone
 
 import httpx
-import kray.crds  # noqa: F401  (registers the built-in kinds)
 import pytest
+
+import kray.crds  # noqa: F401  (registers the built-in kinds)
 from kray.actors.apiserver import ApiServer
 from kray.actors.framework import FakeClock, StoreListWatcher
 from kray.actors.store import MemoryKV, ObjectStore
-from kray.crds.registry import REGISTRY
-
 from kray.client import AsyncClient
+from kray.crds.registry import REGISTRY
 
 TOKEN = "framework-token"
 NOW = datetime(2024, 1, 1, tzinfo=timezone.utc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from kray.actors.framework import BuilderError, ControllerBuilder, FakeClock, Manager, Request, Result
 from kray.actors.framework.builder import owner_mapper
 from kray.crds import REGISTRY, ConfigMap, Namespace, ObjectMeta, OwnerReference, Pod, Resource

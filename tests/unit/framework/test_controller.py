@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+
 from kray.actors.framework import (
     Controller,
     ExponentialBackoff,
@@ -18,9 +19,8 @@ from kray.actors.framework import (
     TerminalError,
 )
 from kray.actors.framework.sample import CONFIGMAP, LABEL, build, mirror_data
-from kray.crds import ConfigMap, Event, Namespace, ObjectMeta
-
 from kray.client import AsyncClient, Conflict, NotFound
+from kray.crds import ConfigMap, Event, Namespace, ObjectMeta
 
 
 async def drive(manager: Manager, cond: Callable[[], Awaitable[bool]], timeout: float = 3.0) -> None:

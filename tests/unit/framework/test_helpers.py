@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+
 from kray.actors.framework import (
     AlreadyOwnedError,
     EventRecorder,
@@ -18,10 +19,9 @@ from kray.actors.framework import (
     set_condition,
     set_controller_reference,
 )
+from kray.client import AsyncClient
 from kray.crds import ConfigMap, Event, Namespace, ObjectMeta
 from kray.crds.core import NamespaceStatus
-
-from kray.client import AsyncClient
 
 
 def ns(name: str, uid: str) -> Namespace:

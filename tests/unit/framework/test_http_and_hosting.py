@@ -7,15 +7,15 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+
 from kray.actors.apiserver import ApiServer, ServerThread
 from kray.actors.framework import ClientListWatcher, FuncHandler, Informer, ResourceExpired
 from kray.actors.framework.hosting import ControllerActor, resolve_spec
 from kray.actors.framework.sample import CONFIGMAP, LABEL
 from kray.actors.store import MemoryKV, ObjectStore
-from kray.crds import REGISTRY, ConfigMap, Namespace, ObjectMeta
-
 from kray.client import AsyncClient, NotFound
 from kray.config import KrayConfig
+from kray.crds import REGISTRY, ConfigMap, Namespace, ObjectMeta
 
 TOKEN = "http-token"
 CM = REGISTRY.for_model(ConfigMap)

@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
+
 from kray.actors.framework import FakeClock, FuncHandler, Informer, StoreListWatcher, WatchEvent
 from kray.actors.framework.cache import NAMESPACE_INDEX, NODE_NAME_INDEX, OWNER_UID_INDEX
 from kray.actors.store import ObjectStore

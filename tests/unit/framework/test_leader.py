@@ -6,10 +6,10 @@ import asyncio
 import contextlib
 
 import pytest
-from kray.actors.framework import FakeClock, LeaderElector
-from kray.crds import Lease
 
+from kray.actors.framework import FakeClock, LeaderElector
 from kray.client import AsyncClient
+from kray.crds import Lease
 
 NS = "kube-system"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 from kray.actors.framework import ExponentialBackoff, FakeClock, ShutDown, WorkQueue
 
 

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from kubelet_harness import NOW, Env, volume_manager
+
 from kray.actors.apiserver import ApiServer
 from kray.actors.framework import FakeClock
 from kray.actors.kubelet.fakes import FakeCri, FakeDevices
 from kray.actors.store import MemoryKV, ObjectStore
-from kray.crds.registry import REGISTRY
-from kubelet_harness import NOW, Env, volume_manager
-
 from kray.client import AsyncClient
+from kray.crds.registry import REGISTRY
 
 
 @pytest.fixture

@@ -12,10 +12,9 @@ from kray.actors.apiserver import ApiServer
 from kray.actors.framework import FakeClock
 from kray.actors.kubelet import Kubelet, KubeletConfig
 from kray.actors.kubelet.fakes import FakeCri
+from kray.client import AsyncClient
 from kray.crds import Pod
 from kray.runtime.volumes import EmptyDirPlugin, HostPathPlugin, ProjectedFilesPlugin, VolumeManager
-
-from kray.client import AsyncClient
 
 NOW = datetime(2024, 1, 1, tzinfo=timezone.utc)
 

@@ -3,11 +3,12 @@ images, admission, graceful deletion, re-adoption after a kubelet restart, GPUs.
 
 from __future__ import annotations
 
+from kubelet_harness import Env
+
 from kray.actors.kubelet.fakes import FakeDevices
 from kray.actors.kubelet.ports import POD_UID
 from kray.crds import Lease, Node, Pod
 from kray.runtime.cri import api_pb2 as pb
-from kubelet_harness import Env
 
 BUSY = {"name": "main", "image": "busybox", "command": ["sleep", "1000"]}
 

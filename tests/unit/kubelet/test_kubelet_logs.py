@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-from kray.actors.kubelet.logserver import log_app
 from kubelet_harness import Env
+
+from kray.actors.kubelet.logserver import log_app
 
 BUSY = {"name": "main", "image": "busybox", "command": ["sleep", "1000"]}
 

@@ -8,9 +8,10 @@ import base64
 import socket
 from pathlib import Path
 
+from kubelet_harness import Env
+
 from kray.actors.kubelet.envvars import expand
 from kray.crds import ConfigMap, Pod, Secret, Service
-from kubelet_harness import Env
 
 SLEEP = {"name": "main", "image": "busybox", "command": ["sleep", "1000"]}
 

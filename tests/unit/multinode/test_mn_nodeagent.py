@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import httpx
-import kray.crds  # noqa: F401  (registers the built-in kinds)
 import pytest
+
+import kray.crds  # noqa: F401  (registers the built-in kinds)
 from kray.actors.apiserver import ApiServer
 from kray.actors.controllers import nodeipam
 from kray.actors.framework import FakeClock, Manager, StoreListWatcher
@@ -19,11 +20,10 @@ from kray.actors.nodeagent import NodeAgent, RayNode, node_labels, node_name_for
 from kray.actors.nodeagent.core import RAY_NODE_ID_LABEL
 from kray.actors.nodeagent.fakes import FakeAutoscaler, FakeDeployer, FakeMembership
 from kray.actors.store import MemoryKV, ObjectStore
-from kray.crds import Node, ObjectMeta, Pod
-from kray.crds.registry import REGISTRY
-
 from kray.client import AsyncClient
 from kray.client.errors import NotFound
+from kray.crds import Node, ObjectMeta, Pod
+from kray.crds.registry import REGISTRY
 
 NOW = datetime(2024, 1, 1, tzinfo=timezone.utc)
 ID_A = "a1b2c3d4" + "0" * 48

@@ -8,17 +8,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timezone
 
 import httpx
-import kray.crds  # noqa: F401  (registers the built-in kinds)
 import pytest
+
+import kray.crds  # noqa: F401  (registers the built-in kinds)
 from kray.actors.apiserver import ApiServer
 from kray.actors.controllers import nodeipam
 from kray.actors.controllers.nodeipam import CIDRExhaustedError, CIDRSet
 from kray.actors.framework import FakeClock, Manager, StoreListWatcher
 from kray.actors.store import MemoryKV, ObjectStore
+from kray.client import AsyncClient
 from kray.crds import Node, ObjectMeta
 from kray.crds.registry import REGISTRY
-
-from kray.client import AsyncClient
 
 NOW = datetime(2024, 1, 1, tzinfo=timezone.utc)
 Env = tuple[ObjectStore, AsyncClient, FakeClock]

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from kray.runtime import logs
 from kray.runtime.cri import api_pb2 as pb
 from kray.runtime.cri.ocispec import PodContext, SpecError, container_config

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from kray.runtime.cgroups import CgroupV1
 from kray.runtime.imagebuild import write_layout, write_layout_tar
 from kray.runtime.images import ImageError, ImageStore, normalize

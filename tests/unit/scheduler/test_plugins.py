@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from kray.actors.scheduler.cycle_state import CycleState
 from kray.actors.scheduler.node_info import NodeInfo
 from kray.actors.scheduler.plugins import (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+
 from kray.actors.scheduler.fakes import FakeBinder
 from kray.actors.scheduler.pod_info import PodInfo
 from kray.actors.scheduler.ports import FakeClock

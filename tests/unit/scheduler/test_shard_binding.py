@@ -6,10 +6,10 @@ import asyncio
 import json
 
 import pytest
-from kray.actors.apiserver.binding import ALLOCATIONS_PREFIX, allocation_key, read_allocation
-from kray.crds import Node, Pod
 
+from kray.actors.apiserver.binding import ALLOCATIONS_PREFIX, allocation_key, read_allocation
 from kray.client.errors import Conflict, NotFound
+from kray.crds import Node, Pod
 
 from .test_shard_helpers import Cluster, binding, memory_cluster, node_body, pod_body
 

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
+
 from kray.actors.apiserver.binding import read_allocation
 from kray.actors.framework.ports import StoreListWatcher
 from kray.actors.scheduler.binder import ApiBinder

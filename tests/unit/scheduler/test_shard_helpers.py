@@ -9,12 +9,12 @@ from datetime import datetime, timezone
 from typing import Any
 
 import httpx
+
 import kray.crds  # noqa: F401  (registers the built-in kinds)
 from kray.actors.apiserver import ApiServer
 from kray.actors.store import MemoryKV, ObjectStore
-from kray.crds.registry import REGISTRY
-
 from kray.client import AsyncClient
+from kray.crds.registry import REGISTRY
 
 TOKEN = "shard-token"
 NOW = datetime(2024, 1, 1, tzinfo=timezone.utc)

@@ -6,10 +6,9 @@ import asyncio
 
 from kray.actors.framework.ports import StoreListWatcher
 from kray.actors.hollow import LEASE_NAMESPACE, HollowNodes, NodeTemplate
+from kray.client.ops import Request
 from kray.crds import Node, Pod
 from kray.crds.core.lease import Lease
-
-from kray.client.ops import Request
 
 from .test_shard_core import until
 from .test_shard_helpers import binding, memory_cluster, pod_body

@@ -6,8 +6,9 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import kray.crds  # noqa: F401  (registers the built-in kinds)
 import pytest
+
+import kray.crds  # noqa: F401  (registers the built-in kinds)
 
 dnslib = pytest.importorskip("dnslib")
 

@@ -8,18 +8,18 @@ from datetime import datetime, timezone
 from typing import Any
 
 import httpx
-import kray.crds  # noqa: F401  (registers the built-in kinds)
 import pytest
+
+import kray.crds  # noqa: F401  (registers the built-in kinds)
 from kray.actors.apiserver import ApiServer
 from kray.actors.controllers import endpoints as epctl
 from kray.actors.framework import FakeClock, Manager, StoreListWatcher
 from kray.actors.store import MemoryKV, ObjectStore
+from kray.client import AsyncClient
+from kray.client.errors import NotFound
 from kray.crds import Pod
 from kray.crds.core import Endpoints, Service
 from kray.crds.registry import REGISTRY
-
-from kray.client import AsyncClient
-from kray.client.errors import NotFound
 
 NOW = datetime(2024, 1, 1, tzinfo=timezone.utc)
 NS = "default"

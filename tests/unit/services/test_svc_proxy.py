@@ -6,8 +6,9 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import kray.crds  # noqa: F401  (registers the built-in kinds)
 import pytest
+
+import kray.crds  # noqa: F401  (registers the built-in kinds)
 from kray.actors.framework import StoreListWatcher
 from kray.actors.proxy import Backend, FakeNftables, ProxyCore, Ruleset
 from kray.actors.store import MemoryKV, ObjectStore

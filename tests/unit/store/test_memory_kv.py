@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 from kray.actors.store import KVEvent, MemoryKV, StoreError
 from kray.actors.store.memory import prefix_end
 

@@ -8,6 +8,7 @@ import time
 from typing import ClassVar
 
 import pytest
+
 from kray.actors.store import (
     CompactedError,
     KeyExistsError,

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import kray.crds
 import pytest
 import yaml
+
+import kray.crds
 from kray.actors.controllers.trainingjob_pods import pod_for, torch_env, wanted_replicas
 from kray.crds import validate_object
 from kray.crds.meta import ObjectMeta

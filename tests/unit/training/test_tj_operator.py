@@ -13,19 +13,19 @@ from datetime import datetime, timezone
 from typing import Any
 
 import httpx
-import kray.crds  # noqa: F401  (registers the built-in kinds, TrainingJob included)
 import pytest
+
+import kray.crds  # noqa: F401  (registers the built-in kinds, TrainingJob included)
 from kray.actors.apiserver import ApiServer
 from kray.actors.controllers import garbagecollector, trainingjob
 from kray.actors.store import MemoryKV, ObjectStore
+from kray.api import FakeClock, Manager, StoreListWatcher
+from kray.client import AsyncClient, NotFound
+from kray.client.errors import ApiError
 from kray.crds import ConfigMap, Event, Pod, Service
 from kray.crds.registry import REGISTRY
 from kray.crds.scheduling import POD_GROUP_LABEL, PodGroup
 from kray.crds.training import ATTEMPT_LABEL, TrainingJob
-
-from kray.api import FakeClock, Manager, StoreListWatcher
-from kray.client import AsyncClient, NotFound
-from kray.client.errors import ApiError
 
 NOW = datetime(2024, 1, 1, tzinfo=timezone.utc)
 NS = "default"

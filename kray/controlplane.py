@@ -22,7 +22,19 @@ from kray.etcd_server import free_port
 
 RAY_NAMESPACE = "kray"
 APISERVER_ACTOR = "kray-apiserver"
-CONTROLLER_MANAGER = "controller-manager"
+# kube-controller-manager's controllers, one leader-elected actor each (`kray-controller-<name>-0`):
+# a crash or a kill takes down one controller, which Ray restarts and which re-lists.
+BUILTIN_CONTROLLERS = {
+    "replicaset": "kray.actors.controllers.replicaset:build",
+    "deployment": "kray.actors.controllers.deployment:build",
+    "job": "kray.actors.controllers.job:setup",
+    "garbage-collector": "kray.actors.controllers.garbagecollector:setup",
+    "namespace": "kray.actors.controllers.namespace:setup",
+    "node-lifecycle": "kray.actors.controllers.nodelifecycle:setup",
+    "node-ipam": "kray.actors.controllers.nodeipam:setup",
+    "endpoints": "kray.actors.controllers.endpoints:setup",
+    "trainingjob": "kray.actors.controllers.trainingjob:setup",
+}
 Log = Callable[[str], None]
 
 
@@ -54,17 +66,14 @@ def deploy_apiserver_actor(etcd: str, host: str, port: int, token: str, timeout:
 
 
 def deploy_controllers(config: KrayConfig, timeout: float, log: Log) -> None:
-    """kube-controller-manager's part: every built-in controller in one leader-elected actor."""
+    """The built-in controllers, each its own actor built on the public framework."""
     import ray
 
     from kray.actors.framework.hosting import deploy_controller
 
-    handles = deploy_controller(CONTROLLER_MANAGER, "kray.actors.controllers:controller_manager", config)
+    handles = [h for name, spec in BUILTIN_CONTROLLERS.items() for h in deploy_controller(name, spec, config)]
     ray.get([h.ready.remote() for h in handles], timeout=timeout)
-    log(
-        "controller-manager running: ReplicaSet, Deployment, Job, GC, Namespace, Node lifecycle, Endpoints, "
-        "Node IPAM, TrainingJob"
-    )
+    log(f"controllers running: {', '.join(BUILTIN_CONTROLLERS)}")
 
 
 def deploy_schedulers(config: KrayConfig, shards: int, etcd: str, timeout: float, log: Log) -> None:
@@ -133,8 +142,6 @@ def remove_all(log: Log) -> None:
     """Tear down every kray actor in this Ray cluster: nodes first (their pods go with them)."""
     import ray
 
-    from kray.actors.framework.hosting import actor_name as controller_actor
-
     for info in _kray_actors():
         name = info["name"]
         if not name.startswith("kray-kubelet-"):
@@ -146,11 +153,8 @@ def remove_all(log: Log) -> None:
                 log(f"warning: node {name.removeprefix('kray-kubelet-')}: {done['bridge_error']}")
         except Exception as exc:  # a node we cannot reach is still removed from Ray below
             log(f"warning: teardown of {name} failed: {exc}")
-    ordered = sorted(
-        (i["name"] for i in _kray_actors()),
-        key=lambda n: n in (APISERVER_ACTOR, controller_actor(CONTROLLER_MANAGER, 0)),
-    )
-    for name in ordered:  # the API server and controller-manager go last
+    ordered = sorted((i["name"] for i in _kray_actors()), key=lambda n: n == APISERVER_ACTOR)
+    for name in ordered:  # the API server goes last
         try:
             ray.kill(ray.get_actor(name, namespace=RAY_NAMESPACE), no_restart=True)
             log(f"removed actor {name}")

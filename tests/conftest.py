@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+# Before anything imports grpc: pyroute2 enters network namespaces through a forked helper,
+# and gRPC's fork handlers (with its poller threads busy) leave that child hung or crashed.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+
 from kray.cluster import LOOPBACK_ENV
 from kray.etcd_server import EtcdServer
 

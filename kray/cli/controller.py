@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from kray.controlplane import BUILTIN_CONTROLLERS
+
 from .common import CliError, fail
 from .printers import format_table
 
@@ -30,7 +32,8 @@ if TYPE_CHECKING:
 
 _ACTOR = re.compile(r"^kray-controller-(?P<name>.+)-(?P<index>\d+)$")
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$")
-BUILTIN = "controller-manager"  # kray's own; deleting it stops Deployments, Jobs, GC...
+# kray's own controllers (`kray up` runs each as an actor); deleting one stops Deployments, Jobs, GC...
+BUILTIN = tuple(BUILTIN_CONTROLLERS)
 
 
 class _Offline:
@@ -307,11 +310,11 @@ def list_cmd(ray_address: str | None) -> None:
 @controller_cmd.command("delete")
 @click.argument("name")
 @click.option("--ray-address", help="Ray cluster to join (default: the one `kray up` started or joined).")
-@click.option("--force", is_flag=True, help=f"Allow deleting kray's own {BUILTIN}.")
+@click.option("--force", is_flag=True, help="Allow deleting one of kray's built-in controllers.")
 def delete_cmd(name: str, ray_address: str | None, force: bool) -> None:
     """Stop a controller's actors for good (they are not restarted)."""
-    if name == BUILTIN and not force:
-        fail(f"{BUILTIN} runs kray's built-in controllers; pass --force to delete it anyway")
+    if name in BUILTIN and not force:
+        fail(f"{name} is one of kray's built-in controllers; pass --force to delete it anyway")
     with ray_connection(ray_address) as ray:
         replicas = controller_actors(ray).get(name)
         if not replicas:

@@ -1,5 +1,5 @@
 """End to end on one real node: `kray up` with a kubelet, real crun containers, the scheduler,
-the controller-manager and the TrainingJob operator, driven through the `kray` CLI.
+the built-in controllers and the TrainingJob operator, driven through the `kray` CLI.
 
 - a busybox Pod runs to Completed and `kray logs` shows its output;
 - the kubelet actor is killed while a Pod runs: Ray restarts it and it re-adopts the running

@@ -71,7 +71,7 @@ def test_up_apply_get_restart_down(ray_cluster: str, etcd_endpoint: str, tmp_pat
         listed = run(["get", "pods", "-n", "demo"], env)
         assert listed.returncode == 0 and "hello" in listed.stdout
 
-        # The controller-manager that `kray up` deployed turns a Deployment into Pods.
+        # The Deployment and ReplicaSet controllers that `kray up` deployed turn a Deployment into Pods.
         deploy = tmp_path / "web.yaml"
         deploy.write_text(WEB_DEPLOYMENT)
         assert run(["apply", "-f", str(deploy)], env).returncode == 0

@@ -102,8 +102,8 @@ def test_valid_spec_without_a_cluster_fails_at_ray() -> None:
     assert "no Ray cluster" in error_of(kray("list"))
 
 
-def test_delete_refuses_the_builtin_controller_manager() -> None:
-    assert "pass --force" in error_of(kray("delete", "controller-manager"))
+def test_delete_refuses_a_builtin_controller() -> None:
+    assert "pass --force" in error_of(kray("delete", "replicaset"))
 
 
 def test_default_name() -> None:

@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pyroute2 import IPRoute, NetNS, netns
+from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
+
+from kray.runtime import netns
 
 NETNS_DIR = Path("/var/run/netns")
 IFNAMSIZ = 15
@@ -161,7 +163,7 @@ class BridgeNetwork:
                     ip.link("set", index=pidx, net_ns_fd=ns)
                 hidx = ip.link_lookup(ifname=host_if)[0]
                 ip.link("set", index=hidx, master=br, mtu=self.cfg.mtu, state="up")
-            with NetNS(ns) as nsr:
+            with netns.iproute(ns) as nsr:
                 lo = nsr.link_lookup(ifname="lo")[0]
                 nsr.link("set", index=lo, state="up")
                 found = nsr.link_lookup(ifname=peer)

@@ -189,9 +189,9 @@ class NetlinkRouteTable:
 
     @contextlib.contextmanager
     def _ip(self) -> Iterator[Any]:
-        from pyroute2 import IPRoute, NetNS
+        from kray.runtime import netns
 
-        with NetNS(self.netns) if self.netns else IPRoute() as ip:
+        with netns.iproute(self.netns) as ip:
             yield ip
 
     def list(self) -> dict[str, str]:

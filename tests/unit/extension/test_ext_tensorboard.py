@@ -67,7 +67,7 @@ def api(client: tuple[AsyncClient, ObjectStore]) -> AsyncClient:
     return client[0]
 
 
-async def drive(manager: Manager, cond: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
+async def drive(manager: Manager, cond: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
     """Step the controllers (letting watches deliver in between) until ``cond`` holds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

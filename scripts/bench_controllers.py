@@ -31,7 +31,7 @@ from kray.actors.store.etcd import EtcdKV
 from kray.client import AsyncClient
 from kray.crds import REGISTRY, Namespace, ObjectMeta, Pod
 from kray.crds.apps import ReplicaSet
-from kray.etcd_server import EtcdServer
+from kray.etcd_server import EtcdServer, exit_with_parent
 
 
 def free_port() -> int:
@@ -151,7 +151,7 @@ def main() -> None:
         port = free_port()
         env = {**os.environ, "KRAY_TOKEN": token}
         cmd = [sys.executable, "-m", "kray.actors.apiserver", "--etcd", etcd.endpoint, "--port", str(port)]
-        proc = subprocess.Popen(cmd, env=env)
+        proc = subprocess.Popen(cmd, env=env, preexec_fn=exit_with_parent)
         url = f"http://127.0.0.1:{port}"
         try:
             wait_ready(url, token, proc)

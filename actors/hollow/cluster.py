@@ -14,7 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from kray.etcd_server import EtcdServer, free_port
+from kray.etcd_server import EtcdServer, exit_with_parent, free_port
 
 
 class LocalControlPlane:
@@ -40,7 +40,7 @@ class LocalControlPlane:
         self.port = free_port()
         env = {**os.environ, "KRAY_TOKEN": self.token}
         cmd = [sys.executable, "-m", "kray.actors.apiserver", "--etcd", self.etcd.endpoint, "--port", str(self.port)]
-        self.proc = subprocess.Popen(cmd, env=env)
+        self.proc = subprocess.Popen(cmd, env=env, preexec_fn=exit_with_parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

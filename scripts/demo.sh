@@ -12,6 +12,7 @@ kray get nodes
 
 # A first Pod, from the busybox test image (built here from Debian's busybox-static).
 kray image import "$(bash scripts/build_test_image.sh)" --name busybox:latest
+kray delete pod hello -n demo --ignore-not-found  # a rerun starts the pod afresh
 kray apply -f examples/hello.yaml
 
 # The main job: distributed training.
@@ -30,6 +31,7 @@ for pod in train-example-master-0 train-example-worker-0 train-example-worker-1;
     echo "--- $pod"
     kray logs "$pod" | grep -E "^(step|final)"
 done
+for _ in $(seq 1 30); do kray logs hello -n demo >/dev/null 2>&1 && break; sleep 1; done
 kray logs hello -n demo
 [ "$state" = Succeeded ] || { echo "TrainingJob ended $state"; kray describe trainingjob train-example; exit 1; }
 echo

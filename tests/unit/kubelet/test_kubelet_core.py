@@ -238,3 +238,24 @@ async def test_gpu_allocation_and_release(env: Env, gpus: FakeDevices):
     await env.client.delete(Pod, "train", "default")
     await env.step()
     assert gpus.allocations == {}
+
+
+async def test_finished_pod_keeps_its_status_when_its_containers_are_gone(env: Env):
+    """A node torn down and brought back (`kray down`, `kray up`) has no containers for a pod
+    that already Succeeded: its terminal status must stay, never fall back to waiting."""
+    await env.create("done", {"containers": [BUSY], "restartPolicy": "Never"})
+    await env.step()
+    pod = await env.pod("done")
+    [c] = env.cri.by_name(pod.metadata.uid, "main")
+    env.cri.exit(c.id, 0)
+    await env.step()
+    finished = (await env.pod("done")).status
+    assert finished.phase == "Succeeded"
+    for sandbox_id in list(env.cri.sandboxes):  # the node loses everything
+        await env.cri.remove_pod_sandbox(sandbox_id)
+    env.kubelet = env.new_kubelet()
+    await env.step(rounds=3)
+    after = (await env.pod("done")).status
+    assert after.phase == "Succeeded"
+    assert state(await env.pod("done"))["state"]["terminated"]["exitCode"] == 0
+    assert env.cri.count("CreateContainer") == 1

@@ -141,6 +141,8 @@ def test_pods_and_a_training_job_on_a_real_node(ray_cluster: str, private_etcd: 
                 assert len(losses) >= 2 and losses[-1] < losses[0], out
                 finals.add(re.search(r"^final step (\d+)", out, re.M).group(1))  # type: ignore[union-attr]
             assert len(finals) == 1
+            every = kray(env, "logs", "trainingjob/train-example", "--prefix").stdout
+            assert len(re.findall(r"^\[pod/train-example-\S+\] final step", every, re.M)) == 3, every
     finally:
         down = kray(env, "down", timeout=300)
     assert down.returncode == 0, down.stderr

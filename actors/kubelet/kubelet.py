@@ -176,10 +176,6 @@ class Kubelet:
         return None
 
     def status_for(self, pod: Pod, rp: RuntimePod) -> dict[str, Any]:
-        if pod.status is not None and pod.status.phase in podstatus.TERMINAL:
-            # A terminal phase never changes: the pod keeps the status it ended with, even when
-            # its containers are gone (cleaned up, or the node was torn down and came back).
-            return pod.status.to_dict()
         uid = pod.metadata.uid or ""
         init_done = podstatus.init_done(pod, rp)
 

@@ -242,7 +242,8 @@ async def test_gpu_allocation_and_release(env: Env, gpus: FakeDevices):
 
 async def test_finished_pod_keeps_its_status_when_its_containers_are_gone(env: Env):
     """A node torn down and brought back (`kray down`, `kray up`) has no containers for a pod
-    that already Succeeded: its terminal status must stay, never fall back to waiting."""
+    that already Succeeded: its terminal status must stay, never fall back to waiting, and the
+    pod must not run again (`podstatus.phase` keeps a terminal phase; this guards it)."""
     await env.create("done", {"containers": [BUSY], "restartPolicy": "Never"})
     await env.step()
     pod = await env.pod("done")

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from typing import Any
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from kray.actors.framework.loopthread import LoopThread
 from kray.config import KrayConfig
 
 log = logging.getLogger(__name__)
@@ -33,29 +33,7 @@ class DnsActor:
         self.config, self.node_name = config, node_name
         self.host, self.port, self.domain = host, port, domain
         self.core: Any = None
-        self.error: str | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._main: asyncio.Task[None] | None = None
-        self._started = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=actor_name(node_name), daemon=True)
-        self._thread.start()
-        self._started.wait(30)
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        asyncio.set_event_loop(loop)
-        try:
-            self._main = loop.create_task(self._serve())
-            loop.call_soon(self._started.set)
-            loop.run_until_complete(self._main)
-        except BaseException as exc:
-            if not isinstance(exc, asyncio.CancelledError):
-                self.error = repr(exc)
-                log.exception("dns on %s failed", self.node_name)
-        finally:
-            self._started.set()
-            loop.close()
+        self._runner = LoopThread(self._serve, actor_name(node_name))
 
     async def _serve(self) -> None:
         from kray.actors.framework.ports import ClientListWatcher
@@ -76,13 +54,10 @@ class DnsActor:
 
     def status(self) -> dict[str, Any]:
         core = self.core
-        return {"node": self.node_name, "queries": core.server.queries if core else 0, "error": self.error}
+        return {"node": self.node_name, "queries": core.server.queries if core else 0, "error": self._runner.error}
 
     def stop(self) -> None:
-        loop, main = self._loop, self._main
-        if loop is not None and main is not None and not main.done():
-            loop.call_soon_threadsafe(main.cancel)
-        self._thread.join(10)
+        self._runner.stop()
 
 
 def deploy_dns(

@@ -9,14 +9,13 @@ status, events, evictions) always go through the API server.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import threading
 from typing import Any
 
 import ray
 
+from kray.actors.framework.loopthread import LoopThread
 from kray.config import KrayConfig
 
 log = logging.getLogger(__name__)
@@ -43,29 +42,7 @@ class SchedulerShardActor:
         self.index, self.count = index, count
         self.config, self.etcd_endpoint, self.profile = config, etcd_endpoint, profile
         self.core: Any = None
-        self.error: str | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._main: asyncio.Task[None] | None = None
-        self._started = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=actor_name(index), daemon=True)
-        self._thread.start()
-        self._started.wait(30)
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        asyncio.set_event_loop(loop)
-        try:
-            self._main = loop.create_task(self._serve())
-            loop.call_soon(self._started.set)
-            loop.run_until_complete(self._main)
-        except BaseException as exc:
-            if not isinstance(exc, asyncio.CancelledError):
-                self.error = repr(exc)
-                log.exception("scheduler shard %d failed", self.index)
-        finally:
-            self._started.set()
-            loop.close()
+        self._runner = LoopThread(self._serve, actor_name(index))
 
     async def _serve(self) -> None:
         from kray.actors.framework.ports import ClientListWatcher, ListWatcher, StoreListWatcher
@@ -109,31 +86,27 @@ class SchedulerShardActor:
 
     def _call(self, fn: Any) -> Any:
         """Run ``fn()`` on the shard's loop (the core is not thread-safe) and wait for it."""
-        loop = self._loop
-        if loop is None or self.core is None:
+        if self.core is None or not self._runner.running:
             return None
 
         async def wrapped() -> Any:
             return fn()
 
-        return asyncio.run_coroutine_threadsafe(wrapped(), loop).result(10)
+        return self._runner.call(wrapped())
 
     def ready(self) -> bool:
-        return self._main is not None and not self._main.done() and self.core is not None
+        return self._runner.running and self.core is not None
 
     def stats(self) -> dict[str, Any]:
         stats = self._call(lambda: self.core.stats()) or {}
-        return {**stats, "error": self.error}
+        return {**stats, "error": self._runner.error}
 
     def reshard(self, count: int) -> None:
         self.count = count
         self._call(lambda: self.core.reshard(count))
 
     def stop(self) -> None:
-        loop, main = self._loop, self._main
-        if loop is not None and main is not None and not main.done():
-            loop.call_soon_threadsafe(main.cancel)
-        self._thread.join(10)
+        self._runner.stop()
 
 
 def deploy_scheduler(

@@ -207,11 +207,17 @@ class Handlers:
         for _ in range(_CAS_RETRIES):
             old = await self.get(info, namespace, name)
             old_data = old.to_dict()
-            new_data = transform(copy.deepcopy(old_data))
-            wanted_rv = (new_data.get("metadata") or {}).get("resourceVersion")
+            # The transform sees the object without its resourceVersion, so one in the result is
+            # the caller's precondition, never the one carried over from the read: without one,
+            # a lost race is retried here instead of coming back as 409.
+            current = copy.deepcopy(old_data)
+            current.setdefault("metadata", {}).pop("resourceVersion", None)
+            new_data = transform(current)
+            wanted_rv = (new_data.get("metadata") or {}).pop("resourceVersion", None)
             if wanted_rv and wanted_rv != old.metadata.resource_version:
                 raise errors.conflict(info, name)
             merged = self._merge(info, old_data, new_data, subresource, name)
+            merged.setdefault("metadata", {})["resourceVersion"] = old.metadata.resource_version
             if merged == old_data:
                 return old  # nothing changed: no write, no new resourceVersion (as Kubernetes)
             obj = self._validate(info, merged)

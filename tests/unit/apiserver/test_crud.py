@@ -5,8 +5,10 @@ from __future__ import annotations
 import httpx
 
 from kray.actors.apiserver import ApiServer
+from kray.actors.apiserver.admission import AdmissionRequest
+from kray.actors.store import MemoryKV, ObjectStore
 
-from .conftest import pod
+from .conftest import NOW, TOKEN, fresh_registry, pod
 
 PODS = "/api/v1/namespaces/default/pods"
 MERGE = {"Content-Type": "application/merge-patch+json"}
@@ -228,7 +230,7 @@ async def test_cluster_scoped_and_namespace_lifecycle(client: httpx.AsyncClient)
 
 
 async def test_admission_hook_can_mutate_and_deny(api: ApiServer, client: httpx.AsyncClient) -> None:
-    from kray.actors.apiserver import AdmissionDenied, AdmissionRequest
+    from kray.actors.apiserver import AdmissionDenied
 
     class Hook:
         async def admit(self, request: AdmissionRequest) -> None:
@@ -315,3 +317,38 @@ async def test_crds_are_reregistered_on_start(api: ApiServer, client: httpx.Asyn
     restarted = ApiServer(ObjectStore(api.store.kv, registry), registry)
     await restarted.start()
     assert registry.by_resource("example.com", "v1alpha1", "widgets").kind == "Widget"
+
+
+class _RacingWriter:
+    """An admission hook that, on the first UPDATE it sees, changes the same object through the
+    store first: the handler's compare-and-swap then loses a real race."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store, self.raced = store, False
+
+    async def admit(self, request: AdmissionRequest) -> None:
+        if request.operation != "UPDATE" or self.raced or request.old_object is None:
+            return
+        self.raced = True
+        rival = request.old_object.model_copy(deep=True)
+        rival.metadata.labels = {**(rival.metadata.labels or {}), "rival": "yes"}
+        await self.store.update(request.kind, rival)
+
+
+async def test_patch_without_resource_version_retries_a_lost_race(kv: MemoryKV) -> None:
+    registry = fresh_registry()
+    store = ObjectStore(kv, registry)
+    racer = _RacingWriter(store)
+    server = ApiServer(store, registry, token=TOKEN, clock=lambda: NOW, admission=[racer])
+    await server.start()
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=server.app), base_url="http://kray.test", headers=headers
+    ) as c:
+        assert (await c.post(PODS, json=pod("racy"))).status_code == 201
+        r = await c.patch(f"{PODS}/racy", json={"metadata": {"labels": {"mine": "yes"}}}, headers=MERGE)
+        assert racer.raced and r.status_code == 200, r.text
+        assert r.json()["metadata"]["labels"] == {"rival": "yes", "mine": "yes"}
+        # A resourceVersion in the patch is still a precondition.
+        stale = {"metadata": {"resourceVersion": "1", "labels": {"late": "x"}}}
+        assert (await c.patch(f"{PODS}/racy", json=stale, headers=MERGE)).status_code == 409

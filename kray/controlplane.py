@@ -46,6 +46,13 @@ class NodeOptions:
     name: str = ""  # "" -> this host's name, made DNS-1123-safe
     pod_cidr: str = "10.244.0.0/24"
     root: str = "/var/lib/kray"
+    # Names of the node's bridge (`<prefix>0`), pod netns and veths start with this; a second
+    # kray on one machine (a test beside a running `kray up`) needs its own.
+    net_prefix: str = "kray"
+
+    @property
+    def bridge(self) -> str:
+        return f"{self.net_prefix}0"
 
 
 def local_node_name() -> str:
@@ -102,7 +109,10 @@ def deploy_local_node(config: KrayConfig, node: NodeOptions, timeout: float, log
     # Loopback-only: the node's address and its log endpoint stay on 127.0.0.1.
     kcfg = KubeletConfig(node_ip="127.0.0.1", log_host="127.0.0.1", log_port=free_port())
     node_id = ray.get_runtime_context().get_node_id()
-    handle = deploy_kubelet(config, node_id, name, node.pod_cidr, root=node.root, kubelet_config=kcfg)
+    runtime_args = ["--bridge", node.bridge, "--prefix", node.net_prefix]
+    handle = deploy_kubelet(
+        config, node_id, name, node.pod_cidr, root=node.root, kubelet_config=kcfg, runtime_args=runtime_args
+    )
     if not ray.get(handle.ready.remote(), timeout=timeout):
         status = ray.get(handle.status.remote(), timeout=timeout)
         raise RuntimeError(f"kubelet on {name} failed to start: {status.get('error')}")

@@ -75,6 +75,15 @@ async def _remove_all_sandboxes(socket_path: Path) -> int:
         return len(sandboxes)
 
 
+def _flag(argv: list[str], name: str, default: str) -> str:
+    """The value of ``name VALUE`` in the runtime service's argv (the last one wins, as argparse)."""
+    value = default
+    for i, arg in enumerate(argv[:-1]):
+        if arg == name:
+            value = argv[i + 1]
+    return value
+
+
 def start_runtime(
     socket_path: Path, state_dir: Path, subnet: str, extra: list[str] | None = None
 ) -> subprocess.Popen[str]:
@@ -121,6 +130,7 @@ class KubeletActor:
             # The service outlives this actor on purpose (a restarted kubelet re-adopts its pods);
             # its PID is kept so `teardown` can stop it even from a later incarnation.
             (self.node_dir / "runtime.pid").write_text(str(self.runtime_proc.pid))
+        self.bridge = _flag(runtime_args or [], "--bridge", "kray0")
         self.device_plugin_dir = device_plugin_dir
         self.kubelet: Any = None
         self.error: str | None = None
@@ -206,7 +216,9 @@ class KubeletActor:
         pid_file.unlink(missing_ok=True)
         from kray.runtime.network import BridgeNetwork, NetworkConfig
 
-        bridge = BridgeNetwork(NetworkConfig(subnet=self.kcfg.pod_cidr, state_dir=self.state / "net"))
+        bridge = BridgeNetwork(
+            NetworkConfig(subnet=self.kcfg.pod_cidr, state_dir=self.state / "net", bridge=self.bridge)
+        )
         try:
             # pyroute2 runs its own event loop, which cannot start on a thread that has one.
             with concurrent.futures.ThreadPoolExecutor(1) as pool:

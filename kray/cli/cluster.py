@@ -27,6 +27,12 @@ def _echo(message: str) -> None:
 @click.option("--node-name", default="", help="This node's name (default: the hostname).")
 @click.option("--pod-cidr", default="10.244.0.0/24", show_default=True, help="This node's pod network.")
 @click.option("--node-root", default="/var/lib/kray", show_default=True, help="Node state: pods, images, logs.")
+@click.option(
+    "--net-prefix",
+    default="kray",
+    show_default=True,
+    help="Node bridge is <prefix>0; pod netns and veths start with it (one per kray on a machine).",
+)
 def up(
     etcd: str | None,
     ray_address: str | None,
@@ -40,6 +46,7 @@ def up(
     node_name: str,
     pod_cidr: str,
     node_root: str,
+    net_prefix: str,
 ) -> None:
     """Start (or join) a kray cluster: etcd, Ray, the control plane and a node. Idempotent."""
     from kray.cluster import ClusterError, UpOptions, default_state_dir
@@ -55,7 +62,9 @@ def up(
         num_cpus=num_cpus,
         timeout=timeout,
         scheduler_shards=scheduler_shards,
-        node=NodeOptions(enabled=not no_kubelet, name=node_name, pod_cidr=pod_cidr, root=node_root),
+        node=NodeOptions(
+            enabled=not no_kubelet, name=node_name, pod_cidr=pod_cidr, root=node_root, net_prefix=net_prefix
+        ),
     )
     try:
         config = cluster_up(opts, log=_echo)

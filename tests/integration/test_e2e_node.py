@@ -73,12 +73,14 @@ def private_etcd(tmp_path: Path) -> Iterator[str]:
 def test_pods_and_a_training_job_on_a_real_node(ray_cluster: str, private_etcd: str, tmp_path: Path) -> None:
     etcd_endpoint = private_etcd
     node = f"e2e-{uuid.uuid4().hex[:6]}"
+    prefix = f"ke{uuid.uuid4().hex[:4]}"  # its own bridge and netns names, beside any running `kray up`
     env = {**os.environ, "KRAY_CONFIG": str(tmp_path / "config"), "KRAY_STATE_DIR": str(tmp_path / "state")}
     for var in ("KRAY_SERVER", "KRAY_TOKEN"):
         env.pop(var, None)
     up = kray(
         env, "up", "--ray-address", ray_cluster, "--etcd", etcd_endpoint, "--port", str(free_port()),
         "--node-name", node, "--pod-cidr", "10.251.7.0/24", "--node-root", str(tmp_path / "nodes"),
+        "--net-prefix", prefix,
     )  # fmt: skip
     try:
         assert up.returncode == 0, up.stderr
@@ -147,9 +149,9 @@ def test_pods_and_a_training_job_on_a_real_node(ray_cluster: str, private_etcd: 
         down = kray(env, "down", timeout=300)
     assert down.returncode == 0, down.stderr
     leftovers = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert "kray" not in leftovers
+    assert prefix not in leftovers
     links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
-    assert "kray0" not in links
+    assert prefix not in links
 
 
 PODS = """

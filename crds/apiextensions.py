@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Literal
 import jsonschema
 from pydantic import Field, model_validator
 
+from .jsonpath import JsonPathError, compile_path
 from .meta import Condition, KrayModel, Resource
 from .registry import REGISTRY, KindInfo, Registry, kind
 from .validation import FieldValueError, invalid, is_dns1123_label, join_path, not_supported
@@ -74,6 +75,22 @@ class CustomResourceDefinitionVersion(KrayModel):
         return self.schema_.open_apiv3_schema if self.schema_ else None
 
 
+_COLUMN_TYPES = ("integer", "number", "string", "boolean", "date")
+
+
+def _printer_column_errors(version: int, columns: list[CustomResourceColumnDefinition]) -> list[tuple[str, str, str]]:
+    errors = []
+    for j, col in enumerate(columns):
+        where = f"versions[{version}].additionalPrinterColumns[{j}]"
+        if col.type not in _COLUMN_TYPES:
+            errors.append((f"{where}.type", not_supported(col.type, _COLUMN_TYPES), "FieldValueNotSupported"))
+        try:
+            compile_path(col.json_path)
+        except JsonPathError as exc:
+            errors.append((f"{where}.jsonPath", invalid(col.json_path, str(exc)), "FieldValueInvalid"))
+    return errors
+
+
 class CustomResourceDefinitionSpec(KrayModel):
     group: str
     names: CustomResourceDefinitionNames
@@ -124,6 +141,7 @@ class CustomResourceDefinitionSpec(KrayModel):
                 except jsonschema.SchemaError as exc:
                     where = join_path(exc.absolute_path, f"versions[{i}].schema.openAPIV3Schema")
                     errors.append((where, invalid("object", exc.message), "FieldValueInvalid"))
+            errors += _printer_column_errors(i, v.additional_printer_columns or [])
         if errors:
             raise FieldValueError(errors)
         # Kubernetes' defaulting of the derived names.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -26,7 +27,7 @@ from kray.actors.store.objects import ObjectStore
 from kray.crds.meta import Resource, utcnow
 from kray.crds.registry import REGISTRY, KindInfo, Registry, UnknownKindError
 
-from . import crd, discovery, errors
+from . import crd, discovery, errors, tables
 from .admission import SYSTEM_NAMESPACES, AdmissionHook, NamespaceLifecycle
 from .auth import BearerAuth
 from .binding import Bindings
@@ -47,6 +48,11 @@ _ITEM_METHODS = ["GET", "PUT", "PATCH", "DELETE"]
 
 def _object_response(obj: Resource, code: int = 200) -> Response:
     return Response(obj.model_dump_json(by_alias=True, exclude_none=True), code, media_type=errors.JSON)
+
+
+def _table_response(info: KindInfo, items: list[dict[str, Any]], resource_version: str = "") -> Response:
+    body = json.dumps(tables.table(info, items, resource_version), separators=(",", ":"))
+    return Response(body, media_type=errors.JSON)
 
 
 def _bool(value: str | None) -> bool:
@@ -292,7 +298,10 @@ class ApiServer:
             status = await bind(t.namespace, t.name, body)
             return errors.status_response(status, 201)
         if method == "GET":
-            return _object_response(await h.get(t.info, t.namespace, t.name))
+            got = await h.get(t.info, t.namespace, t.name)
+            if not t.subresource and tables.wants_table(request.headers.get("accept", "")):
+                return _table_response(t.info, [got.model_dump(mode="json", by_alias=True, exclude_none=True)])
+            return _object_response(got)
         if method == "PUT":
             data = await read_object(request, self.max_object_bytes)
             return _object_response(await h.update(t.info, t.namespace, t.name, data, t.subresource))
@@ -317,6 +326,8 @@ class ApiServer:
             items = [with_resource_version(kv.value, kv.mod_revision) for kv in kvs]
         else:
             items = [with_resource_version(kv.value, kv.mod_revision) for kv in kvs if flt.matches_json(kv.value)]
+        if tables.wants_table(request.headers.get("accept", "")):
+            return _table_response(t.info, [json.loads(item) for item in items], str(revision))
         return Response(list_body(t.info, items, revision), media_type=errors.JSON)
 
     def _watch(self, request: Request, t: _Target, field_name: str | None = None) -> WatchResponse:

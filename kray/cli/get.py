@@ -41,10 +41,31 @@ def _fetch(
     all_namespaces: bool,
     selector: str | None,
     field_selector: str | None,
-) -> tuple[list[Obj], str, list[str]]:
-    """Objects, the list's resourceVersion (to watch from), and not-found messages."""
+    as_table: bool = False,
+) -> tuple[list[Obj], str, list[str], list[Obj] | None]:
+    """Objects (or, ``as_table``, the server's Table rows), the list's resourceVersion (to watch
+    from), not-found messages, and the Table's column definitions."""
     from kray.client import NotFound
 
+    if as_table:
+        columns: list[Obj] = []
+        if not names:
+            table = client.table(
+                ref, namespace, all_namespaces=all_namespaces, label_selector=selector, field_selector=field_selector
+            )
+            rv = str((table.get("metadata") or {}).get("resourceVersion", ""))
+            return table.get("rows") or [], rv, [], table.get("columnDefinitions") or []
+        rows: list[Obj] = []
+        missing: list[str] = []
+        for name in names:
+            try:
+                table = client.table(ref, namespace, name=name)
+            except NotFound as exc:
+                missing.append(exc.message)
+                continue
+            rows += table.get("rows") or []
+            columns = table.get("columnDefinitions") or columns
+        return rows, "", missing, columns
     if not names:
         result = client.list_raw(
             ref,
@@ -53,14 +74,14 @@ def _fetch(
             label_selector=selector,
             field_selector=field_selector,
         )
-        return result.items, result.resource_version, []
+        return result.items, result.resource_version, [], None
     items, missing = [], []
     for name in names:
         try:
             items.append(client.get_raw(ref, name, namespace))
         except NotFound as exc:
             missing.append(exc.message)
-    return items, "", missing
+    return items, "", missing, None
 
 
 def _print_objects(output: str | None, blocks: list[tuple[ResourceRef, list[Obj]]], single: bool) -> None:
@@ -98,19 +119,25 @@ def get_cmd(
         targets = _targets(client, kinds, names)
         all_namespaces = all_namespaces and not any(n for _, n in targets)
         blocks: list[tuple[ResourceRef, list[Obj]]] = []
+        server_columns: dict[int, list[Obj]] = {}  # block index -> Table columns (server-printed kinds)
         missing: list[str] = []
         resource_version = ""
         for ref, ref_names in targets:
-            items, resource_version, not_found = _fetch(
-                client, ref, ref_names, namespace, all_namespaces, selector, field_selector
+            # Kinds kray has no printer for (custom resources) print as the server's Table, with
+            # the columns their definition declares, as kubectl does.
+            as_table = output in (None, "wide") and not printers.has_printer(ref)
+            items, resource_version, not_found, columns = _fetch(
+                client, ref, ref_names, namespace, all_namespaces, selector, field_selector, as_table
             )
+            if columns is not None:
+                server_columns[len(blocks)] = columns
             blocks.append((ref, items))
             missing += not_found
         if output in ("yaml", "json", "name"):
             if any(objs for _, objs in blocks):
                 _print_objects(output, blocks, single=bool(names) or "/" in kinds)
         elif not missing or any(objs for _, objs in blocks):
-            _print_tables(blocks, output == "wide", all_namespaces, namespace or client.namespace)
+            _print_tables(blocks, output == "wide", all_namespaces, namespace or client.namespace, server_columns)
         if missing:
             # Print what was found, then every miss; the last one is the command's error.
             for msg in missing[:-1]:
@@ -134,14 +161,22 @@ def get_cmd(
 
 
 def _print_tables(
-    blocks: list[tuple[ResourceRef, list[Obj]]], wide: bool, all_namespaces: bool, namespace: str
+    blocks: list[tuple[ResourceRef, list[Obj]]],
+    wide: bool,
+    all_namespaces: bool,
+    namespace: str,
+    server_columns: dict[int, list[Obj]],
 ) -> None:
     printed = False
     several = len(blocks) > 1
-    for ref, items in blocks:
+    for i, (ref, items) in enumerate(blocks):
         if not items:
             continue
-        header, rows = printers.table_rows(ref, items, wide, all_namespaces and ref.namespaced, several)
+        with_ns = all_namespaces and ref.namespaced
+        if i in server_columns:
+            header, rows = printers.server_table_rows(ref, server_columns[i], items, wide, with_ns, several)
+        else:
+            header, rows = printers.table_rows(ref, items, wide, with_ns, several)
         if printed:
             click.echo("")
         click.echo(printers.format_table(header, rows))

@@ -300,3 +300,43 @@ def _trainingjob_row(tj: Obj, wide: bool) -> list[str]:
 
 
 COLUMNS[("kray.io", "trainingjobs")] = (["STATE", "AGE"], ["RESTARTS", "MASTER"], _trainingjob_row)
+
+
+def has_printer(ref: ResourceRef) -> bool:
+    """Whether ``kray get`` prints this kind itself (else it asks the server for a Table)."""
+    return (ref.group, ref.plural) in COLUMNS
+
+
+def _server_cell(value: Any, column: Obj) -> str:
+    if value is None:
+        return "<none>"
+    if column.get("type") == "date" and isinstance(value, str):
+        return age(value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def server_table_rows(
+    ref: ResourceRef,
+    columns: list[Obj],
+    rows: list[Obj],
+    wide: bool = False,
+    with_namespace: bool = False,
+    kind_prefix: bool = False,
+) -> tuple[list[str], list[list[str]]]:
+    """Header and rows from a server-printed meta.k8s.io/v1 Table (priority > 0: only wide)."""
+    shown = [i for i, c in enumerate(columns) if wide or not c.get("priority")]
+    header = [str(columns[i].get("name", "")).upper() for i in shown]
+    if with_namespace:
+        header.insert(0, "NAMESPACE")
+    out = []
+    for row in rows:
+        cells = list(row.get("cells") or [])
+        line = [_server_cell(cells[i] if i < len(cells) else None, columns[i]) for i in shown]
+        if kind_prefix and shown and shown[0] == 0:
+            line[0] = f"{ref.kind_name}/{line[0]}"
+        if with_namespace:
+            line.insert(0, str(((row.get("object") or {}).get("metadata") or {}).get("namespace") or ""))
+        out.append(line)
+    return header, out

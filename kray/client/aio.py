@@ -67,7 +67,7 @@ class AsyncClient(ClientBase):
                 req.path,
                 params=req.params,
                 content=ops.encode_body(req),
-                headers={"Content-Type": req.content_type},
+                headers={"Content-Type": req.content_type, "Accept": req.accept},
             )
         except TransportError as exc:
             raise self._connection_failed(exc) from None

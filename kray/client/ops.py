@@ -26,6 +26,7 @@ class Request:
     params: dict[str, str] = field(default_factory=dict)
     body: Any = None
     content_type: str = JSON
+    accept: str = JSON
 
 
 @dataclass
@@ -68,6 +69,15 @@ def namespace_for(ref: ResourceRef, namespace: str | None, default: str) -> str 
     if not ref.namespaced:
         return None
     return namespace or default
+
+
+TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io"
+
+
+def as_table(req: Request) -> Request:
+    """The same GET, answered as a server-printed meta.k8s.io/v1 Table (kubectl's way)."""
+    req.accept = f"{TABLE}, {JSON}"
+    return req
 
 
 def get_request(ref: ResourceRef, name: str, namespace: str | None) -> Request:

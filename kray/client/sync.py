@@ -65,7 +65,7 @@ class Client(ClientBase):
                 req.path,
                 params=req.params,
                 content=ops.encode_body(req),
-                headers={"Content-Type": req.content_type},
+                headers={"Content-Type": req.content_type, "Accept": req.accept},
             )
         except TransportError as exc:
             raise self._connection_failed(exc) from None
@@ -138,6 +138,23 @@ class Client(ClientBase):
         ns = None if all_namespaces else ops.namespace_for(r, namespace, self.namespace)
         req = ops.list_request(r, ns, label_selector, field_selector, limit, continue_)
         return ops.raw_list_result(self.request(req))
+
+    def table(
+        self,
+        ref: RefArg,
+        namespace: str | None = None,
+        *,
+        name: str | None = None,
+        all_namespaces: bool = False,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> Raw:
+        """One object or a list as the server prints it: a meta.k8s.io/v1 Table."""
+        r = ref_of(ref)
+        if name is not None:
+            return self.request(ops.as_table(ops.get_request(r, name, ops.namespace_for(r, namespace, self.namespace))))
+        ns = None if all_namespaces else ops.namespace_for(r, namespace, self.namespace)
+        return self.request(ops.as_table(ops.list_request(r, ns, label_selector, field_selector)))
 
     def create_raw(self, obj: Raw, ref: RefArg | None = None, namespace: str | None = None) -> Raw:
         r = self._ref_for_obj(obj, ref)

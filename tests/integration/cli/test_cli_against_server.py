@@ -134,13 +134,23 @@ spec:
       openAPIV3Schema:
         type: object
         properties:
-          spec: {{type: object, required: [size], properties: {{size: {{type: integer}}}}}}
+          spec: {{type: object, required: [size], properties: {{size: {{type: integer}}, color: {{type: string}}}}}}
+    additionalPrinterColumns:
+    - {{name: Size, type: integer, jsonPath: .spec.size}}
+    - {{name: Color, type: string, jsonPath: .spec.color, priority: 1}}
+    - {{name: Age, type: date, jsonPath: .metadata.creationTimestamp}}
 """
     gizmo = f"apiVersion: {group}/v1\nkind: Gizmo\nmetadata: {{name: g1}}\nspec: {{size: 2}}\n"
     r = kray("apply", "-f", write(tmp_path, "crd.yaml", crd, gizmo), "-n", ns)
     assert r.exit_code == 0, r.output
     assert r.stdout.splitlines()[1] == f"gizmo.{group}/g1 created"
-    assert kray("get", "gz", "-n", ns).stdout.splitlines()[1].split()[0] == "g1"
+    # Printed by the server as a Table with the CRD's columns (priority 1 only with -o wide).
+    table = kray("get", "gz", "-n", ns).stdout.splitlines()
+    assert table[0].split() == ["NAME", "SIZE", "AGE"] and table[1].split()[:2] == ["g1", "2"]
+    wide = kray("get", "gz", "g1", "-n", ns, "-o", "wide").stdout.splitlines()
+    assert wide[0].split() == ["NAME", "SIZE", "COLOR", "AGE"] and wide[1].split()[:3] == ["g1", "2", "<none>"]
+    everywhere = kray("get", "gz", "-A").stdout.splitlines()
+    assert everywhere[0].split()[:2] == ["NAMESPACE", "NAME"] and [ns, "g1", "2"] in [r.split()[:3] for r in everywhere]
     assert kray("get", f"gizmos.{group}", "g1", "-n", ns, "-o", "name").stdout == f"gizmo.{group}/g1\n"
     # The server's schema check (the CLI has no model for Gizmo): its 422 names the field.
     bad = f"apiVersion: {group}/v1\nkind: Gizmo\nmetadata: {{name: g2}}\nspec: {{}}\n"

@@ -24,70 +24,31 @@ from kray.actors.framework.reconciler import (
     Result,
     TerminalError,
     controller_of,
-    get_condition,
-    set_condition,
     set_controller_reference,
 )
 from kray.client.errors import AlreadyExists, NotFound
-from kray.crds.apps import AVAILABLE, PROGRESSING, Deployment, DeploymentStatus, IntOrString, ReplicaSet
+from kray.crds.apps import Deployment, DeploymentStatus, ReplicaSet
 from kray.crds.apps import ReplicaSetSpec as RSSpec
 from kray.crds.core import Pod
 from kray.crds.meta import ObjectMeta
 from kray.crds.selectors import LabelSelector
 
+from .deploymentutil import (
+    REVISION,
+    available,
+    compute_status,
+    is_complete,
+    revision_of,
+    spec_replicas,
+    surge_and_unavailable,
+    synced,
+)
 from .podutil import POD_TEMPLATE_HASH, equal_ignore_hash, template_hash
 
 NAME = "deployment"
-REVISION = "deployment.kubernetes.io/revision"
 DESIRED_REPLICAS = "deployment.kubernetes.io/desired-replicas"
 MAX_REPLICAS = "deployment.kubernetes.io/max-replicas"
 REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
-
-
-# ---- arithmetic (kube's deploymentutil) ----
-
-
-def scaled_value(value: IntOrString | None, total: int, round_up: bool) -> int:
-    if value is None:
-        return 0
-    if isinstance(value, int):
-        return value
-    pct = int(value.rstrip("%")) * total / 100
-    return math.ceil(pct) if round_up else math.floor(pct)
-
-
-def surge_and_unavailable(d: Deployment) -> tuple[int, int]:
-    """(maxSurge, maxUnavailable) resolved against replicas; never both 0 (kube's fenceposts)."""
-    ru = d.spec.strategy.rolling_update
-    if d.spec.strategy.type != "RollingUpdate" or ru is None:
-        return 0, 0
-    surge = scaled_value(ru.max_surge, d.spec.replicas, True)
-    unavailable = scaled_value(ru.max_unavailable, d.spec.replicas, False)
-    if surge == 0 and unavailable == 0:
-        unavailable = 1
-    return surge, min(unavailable, d.spec.replicas)
-
-
-def revision_of(rs: ReplicaSet) -> int:
-    try:
-        return int((rs.metadata.annotations or {}).get(REVISION, "0"))
-    except ValueError:
-        return 0
-
-
-def spec_replicas(rss: list[ReplicaSet]) -> int:
-    return sum(rs.spec.replicas for rs in rss)
-
-
-def available(rs: ReplicaSet) -> int:
-    # Capped by spec: pods beyond it are already being deleted.
-    return min(rs.status.available_replicas or 0, rs.spec.replicas) if rs.status else 0
-
-
-def synced(rs: ReplicaSet) -> bool:
-    """The RS controller has seen the RS's latest spec: its status counts can be trusted."""
-    observed = rs.status.observed_generation if rs.status else None
-    return observed is not None and observed >= (rs.metadata.generation or 0)
 
 
 class DeploymentReconciler:
@@ -380,94 +341,13 @@ class DeploymentReconciler:
     async def _finish(
         self, d: Deployment, old: list[ReplicaSet], new_rs: ReplicaSet | None, created: bool = False
     ) -> Result:
-        status = self._status(d, [*old, *([new_rs] if new_rs else [])], new_rs, created)
-        if self._complete(d, status):
+        status = compute_status(d, [*old, *([new_rs] if new_rs else [])], new_rs, created, self.clock.now())
+        if is_complete(d, status):
             await self._cleanup(d, old)
         return await self._write_status(d, status)
 
     async def _sync_status(self, d: Deployment, rss: list[ReplicaSet], new_rs: ReplicaSet | None) -> None:
-        await self._write_status(d, self._status(d, rss, new_rs, False))
-
-    def _complete(self, d: Deployment, status: DeploymentStatus) -> bool:
-        r = d.spec.replicas
-        return status.updated_replicas == r and status.replicas == r and status.available_replicas == r
-
-    def _status(
-        self, d: Deployment, rss: list[ReplicaSet], new_rs: ReplicaSet | None, created: bool
-    ) -> DeploymentStatus:
-        now = self.clock.now()
-        _, max_unavailable = surge_and_unavailable(d)
-        avail = sum(available(r) for r in rss)
-        status = DeploymentStatus(
-            observed_generation=d.metadata.generation,
-            replicas=sum(r.status.replicas if r.status else 0 for r in rss),
-            updated_replicas=(new_rs.status.replicas if new_rs and new_rs.status else 0),
-            ready_replicas=sum((r.status.ready_replicas or 0) if r.status else 0 for r in rss),
-            available_replicas=avail,
-            unavailable_replicas=max(0, d.spec.replicas - avail),
-            conditions=[c.model_copy() for c in (d.status.conditions or [])] if d.status else None,
-            collision_count=d.status.collision_count if d.status else None,
-        )
-        if avail >= d.spec.replicas - max_unavailable:
-            set_condition(
-                status, AVAILABLE, "True", "MinimumReplicasAvailable", "Deployment has minimum availability.", now=now
-            )
-        else:
-            set_condition(
-                status,
-                AVAILABLE,
-                "False",
-                "MinimumReplicasUnavailable",
-                "Deployment does not have minimum availability.",
-                now=now,
-            )
-        rs_name = new_rs.name if new_rs else d.name
-        if d.spec.paused:
-            set_condition(status, PROGRESSING, "Unknown", "DeploymentPaused", "Deployment is paused", now=now)
-        elif self._complete(d, status):
-            set_condition(
-                status,
-                PROGRESSING,
-                "True",
-                "NewReplicaSetAvailable",
-                f'ReplicaSet "{rs_name}" has successfully progressed.',
-                now=now,
-            )
-        elif created:
-            set_condition(
-                status, PROGRESSING, "True", "NewReplicaSetCreated", f'Created new replica set "{rs_name}"', now=now
-            )
-        else:
-            prev = d.status if d.status else DeploymentStatus()
-            progressed = (prev.updated_replicas, prev.available_replicas, prev.replicas) != (
-                status.updated_replicas,
-                status.available_replicas,
-                status.replicas,
-            )
-            cond = get_condition(status, PROGRESSING)
-            last = cond.last_transition_time if cond else None
-            if (
-                cond is not None
-                and cond.reason in ("ReplicaSetUpdated", "NewReplicaSetCreated")
-                and not progressed
-                and last
-            ):
-                if (now - last).total_seconds() > d.spec.progress_deadline_seconds:
-                    set_condition(
-                        status,
-                        PROGRESSING,
-                        "False",
-                        "ProgressDeadlineExceeded",
-                        f'ReplicaSet "{rs_name}" has timed out progressing.',
-                        now=now,
-                    )
-            elif progressed or cond is None or cond.status != "True" or cond.reason != "ReplicaSetUpdated":
-                # Progress resets the deadline: a fresh transition time marks it.
-                status.conditions = [c for c in status.conditions or [] if c.type != PROGRESSING] or None
-                set_condition(
-                    status, PROGRESSING, "True", "ReplicaSetUpdated", f'ReplicaSet "{rs_name}" is progressing.', now=now
-                )
-        return status
+        await self._write_status(d, compute_status(d, rss, new_rs, False, self.clock.now()))
 
     async def _write_status(self, d: Deployment, status: DeploymentStatus) -> Result:
         if d.status != status:
@@ -477,7 +357,7 @@ class DeploymentReconciler:
                 await self.writer.update_status(updated)
             except NotFound:
                 return Result()
-        if not d.spec.paused and not self._complete(d, status):
+        if not d.spec.paused and not is_complete(d, status):
             # Re-check the progress deadline even when nothing else wakes us.
             return Result(requeue_after=float(d.spec.progress_deadline_seconds))
         return Result()

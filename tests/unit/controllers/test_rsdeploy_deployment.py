@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from rsdeploy_harness import NS, Cluster, deployment
 
-from kray.actors.controllers.deployment import REVISION, scaled_value
+from kray.actors.controllers.deploymentutil import REVISION, scaled_value
 from kray.actors.controllers.podutil import POD_TEMPLATE_HASH, is_ready
 from kray.cli.rollout import rollback_target, status_message
 from kray.crds.apps import Deployment, ReplicaSet

@@ -141,6 +141,24 @@ class AsyncClient(ClientBase):
         req = ops.list_request(r, ns, label_selector, field_selector, limit, continue_)
         return ops.raw_list_result(await self.request(req))
 
+    async def table(
+        self,
+        ref: RefArg,
+        namespace: str | None = None,
+        *,
+        name: str | None = None,
+        all_namespaces: bool = False,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> Raw:
+        """One object or a list as the server prints it: a meta.k8s.io/v1 Table."""
+        r = ref_of(ref)
+        if name is not None:
+            req = ops.get_request(r, name, ops.namespace_for(r, namespace, self.namespace))
+            return await self.request(ops.as_table(req))
+        ns = None if all_namespaces else ops.namespace_for(r, namespace, self.namespace)
+        return await self.request(ops.as_table(ops.list_request(r, ns, label_selector, field_selector)))
+
     async def create_raw(self, obj: Raw, ref: RefArg | None = None, namespace: str | None = None) -> Raw:
         r = await self._ref_for_obj(obj, ref)
         ns = ops.namespace_for(r, namespace or ops.obj_namespace(obj), self.namespace)

@@ -152,7 +152,8 @@ class Client(ClientBase):
         """One object or a list as the server prints it: a meta.k8s.io/v1 Table."""
         r = ref_of(ref)
         if name is not None:
-            return self.request(ops.as_table(ops.get_request(r, name, ops.namespace_for(r, namespace, self.namespace))))
+            req = ops.get_request(r, name, ops.namespace_for(r, namespace, self.namespace))
+            return self.request(ops.as_table(req))
         ns = None if all_namespaces else ops.namespace_for(r, namespace, self.namespace)
         return self.request(ops.as_table(ops.list_request(r, ns, label_selector, field_selector)))
 

@@ -136,3 +136,17 @@ async def test_a_bad_printer_column_is_refused_naming_it(
     assert (
         await client.get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/boards.example.com")
     ).status_code == 404
+
+
+async def test_the_async_client_asks_for_tables(api: Any) -> None:
+    from kray.client import AsyncClient
+    from kray.config import KrayConfig
+    from kray.crds.core import ConfigMap
+
+    from .conftest import TOKEN
+
+    async with AsyncClient(KrayConfig("http://kray.test", TOKEN), transport=httpx.ASGITransport(app=api.app)) as c:
+        await c.create_raw({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "t1"}})
+        listed = await c.table(ConfigMap)
+        one = await c.table(ConfigMap, name="t1")
+    assert [row["cells"][0] for row in listed["rows"]] == ["t1"] == [row["cells"][0] for row in one["rows"]]

@@ -19,7 +19,7 @@ import jsonschema
 from pydantic import Field, model_validator
 
 from .jsonpath import JsonPathError, compile_path
-from .meta import Condition, KrayModel, Resource
+from .meta import Condition, KrayModel, PrinterColumn, Resource
 from .registry import REGISTRY, KindInfo, Registry, kind
 from .validation import FieldValueError, invalid, is_dns1123_label, join_path, not_supported
 
@@ -50,13 +50,8 @@ class CustomResourceSubresources(KrayModel):
     scale: CustomResourceSubresourceScale | None = None
 
 
-class CustomResourceColumnDefinition(KrayModel):
-    name: str
-    type: str
-    format: str | None = None
-    description: str | None = None
-    priority: int | None = None
-    json_path: str
+class CustomResourceColumnDefinition(PrinterColumn):
+    """additionalPrinterColumns[] (the same shape every kind's PRINTER_COLUMNS has)."""
 
 
 class CustomResourceDefinitionVersion(KrayModel):

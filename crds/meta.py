@@ -86,6 +86,18 @@ class Condition(KrayModel):
     observed_generation: int | None = None
 
 
+class PrinterColumn(KrayModel):
+    """A column ``kray get`` (and kubectl) shows for a kind: a CRD's additionalPrinterColumn, or
+    one a built-in kind declares in ``PRINTER_COLUMNS``. ``priority`` > 0: only with -o wide."""
+
+    name: str
+    type: str
+    format: str | None = None
+    description: str | None = None
+    priority: int | None = None
+    json_path: str
+
+
 class Resource(KrayModel):
     """Base of every kind. API identity lives in class-level metadata, not in instances.
 
@@ -104,6 +116,8 @@ class Resource(KrayModel):
     # Whether `/status` is a separate subresource (then updates of the main resource
     # leave status unchanged and vice versa), as for Kubernetes' built-in kinds.
     HAS_STATUS_SUBRESOURCE: ClassVar[bool] = False
+    # Served as a meta.k8s.io/v1 Table (server-side printing); empty: NAME and AGE.
+    PRINTER_COLUMNS: ClassVar[tuple[PrinterColumn, ...]] = ()
 
     api_version: str | None = None
     kind: str | None = None

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from ..meta import KrayModel, Resource
+from ..meta import KrayModel, PrinterColumn, Resource
 from ..registry import kind
 from .common import MicroTime
 
@@ -27,5 +27,9 @@ class Lease(Resource):
     KIND: ClassVar[str] = "Lease"
     PLURAL: ClassVar[str] = "leases"
     SINGULAR: ClassVar[str] = "lease"
+    PRINTER_COLUMNS: ClassVar[tuple[PrinterColumn, ...]] = (
+        PrinterColumn(name="Holder", type="string", json_path=".spec.holderIdentity"),
+        PrinterColumn(name="Age", type="date", json_path=".metadata.creationTimestamp"),
+    )
 
     spec: LeaseSpec = Field(default_factory=LeaseSpec)

@@ -202,6 +202,30 @@ def _event_row(ev: Obj, wide: bool) -> list[str]:
     ]
 
 
+def _job_row(job: Obj, wide: bool) -> list[str]:
+    """kubectl's STATUS, COMPLETIONS (succeeded/completions), DURATION, AGE."""
+    spec, status = job.get("spec") or {}, job.get("status") or {}
+    true = {c.get("type") for c in status.get("conditions") or [] if c.get("status") == "True"}
+    state = next((t for t in ("Complete", "Failed", "Suspended") if t in true), "Running")
+    completions = spec.get("completions")
+    done = f"{status.get('succeeded') or 0}/{completions if completions is not None else 1}"
+    start, end = parse_time(status.get("startTime")), parse_time(status.get("completionTime"))
+    elapsed = ((end or datetime.now(timezone.utc)) - start).total_seconds() if start else None
+    duration = human_duration(elapsed) if elapsed is not None else ""
+    return [state, done, duration, _age(job)]
+
+
+def _endpoints_row(ep: Obj, wide: bool) -> list[str]:
+    """kubectl's ENDPOINTS: ip:port pairs, the first three then ``+ N more...``."""
+    pairs = []
+    for subset in ep.get("subsets") or []:
+        ports = [p.get("port") for p in subset.get("ports") or []] or [None]
+        for addr in subset.get("addresses") or []:
+            pairs += [f"{addr.get('ip')}:{port}" if port is not None else str(addr.get("ip")) for port in ports]
+    shown = ",".join(pairs[:3]) + (f" + {len(pairs) - 3} more..." if len(pairs) > 3 else "")
+    return [shown or "<none>", _age(ep)]
+
+
 def _generic_row(obj: Obj, wide: bool) -> list[str]:
     return [_age(obj)]
 
@@ -218,6 +242,8 @@ COLUMNS: dict[tuple[str, str], tuple[list[str], list[str], Row]] = {
     ("", "events"): (["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], [], _event_row),
     ("apps", "deployments"): (["READY", "UP-TO-DATE", "AVAILABLE", "AGE"], [], _deployment_row),
     ("apps", "replicasets"): (["DESIRED", "CURRENT", "READY", "AGE"], [], _replicaset_row),
+    ("batch", "jobs"): (["STATUS", "COMPLETIONS", "DURATION", "AGE"], [], _job_row),
+    ("", "endpoints"): (["ENDPOINTS", "AGE"], [], _endpoints_row),
 }
 
 

@@ -150,3 +150,13 @@ async def test_the_async_client_asks_for_tables(api: Any) -> None:
         listed = await c.table(ConfigMap)
         one = await c.table(ConfigMap, name="t1")
     assert [row["cells"][0] for row in listed["rows"]] == ["t1"] == [row["cells"][0] for row in one["rows"]]
+
+
+async def test_a_builtin_kind_declares_its_columns(client: httpx.AsyncClient) -> None:
+    lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "l1"}}
+    lease["spec"] = {"holderIdentity": "node-a"}
+    base = "/apis/coordination.k8s.io/v1/namespaces/default/leases"
+    assert (await client.post(base, json=lease)).status_code == 201
+    table = (await client.get(base, headers={"Accept": TABLE})).json()
+    assert [c["name"] for c in table["columnDefinitions"]] == ["Name", "Holder", "Age"]
+    assert table["rows"][0]["cells"][:2] == ["l1", "node-a"]

@@ -104,3 +104,51 @@ def test_output_formats() -> None:
     assert printers.object_name(PODS, obj) == "pod/web"
     assert printers.to_yaml(obj).splitlines()[0] == "apiVersion: v1"
     assert printers.as_list([obj])["kind"] == "List"
+
+
+JOBS = ResourceRef("batch", "v1", "jobs", True, "Job", "job")
+ENDPOINTS = ResourceRef("", "v1", "endpoints", True, "Endpoints", "endpoints", ("ep",))
+
+
+def test_job_and_endpoints_columns() -> None:
+    running = {
+        "metadata": {"name": "j1", "creationTimestamp": ago(90)},
+        "spec": {"completions": 3},
+        "status": {"succeeded": 1, "startTime": ago(90)},
+    }
+    done = {
+        "metadata": {"name": "j2", "creationTimestamp": ago(600)},
+        "spec": {},
+        "status": {
+            "succeeded": 1,
+            "startTime": ago(600),
+            "completionTime": ago(570),
+            "conditions": [{"type": "Complete", "status": "True"}],
+        },
+    }
+    header, rows = printers.table_rows(JOBS, [running, done])
+    assert header == ["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"]
+    assert rows == [["j1", "Running", "1/3", "90s", "90s"], ["j2", "Complete", "1/1", "30s", "10m"]]
+    ep = {
+        "metadata": {"name": "web", "creationTimestamp": ago(5)},
+        "subsets": [{"addresses": [{"ip": f"10.0.0.{i}"} for i in range(1, 6)], "ports": [{"port": 80}]}],
+    }
+    empty = {"metadata": {"name": "idle", "creationTimestamp": ago(5)}}
+    assert printers.table_rows(ENDPOINTS, [ep, empty])[1] == [
+        ["web", "10.0.0.1:80,10.0.0.2:80,10.0.0.3:80 + 2 more...", "5s"],
+        ["idle", "<none>", "5s"],
+    ]
+
+
+def test_server_table_rows_hide_wide_columns_and_format_dates() -> None:
+    columns = [
+        {"name": "Name", "type": "string"},
+        {"name": "Holder", "type": "string"},
+        {"name": "Detail", "type": "boolean", "priority": 1},
+        {"name": "Age", "type": "date"},
+    ]
+    rows = [{"cells": ["l1", None, True, ago(5)], "object": {"metadata": {"name": "l1", "namespace": "ns1"}}}]
+    assert printers.server_table_rows(WIDGETS, columns, rows) == (["NAME", "HOLDER", "AGE"], [["l1", "<none>", "5s"]])
+    header, out = printers.server_table_rows(WIDGETS, columns, rows, wide=True, with_namespace=True, kind_prefix=True)
+    assert header == ["NAMESPACE", "NAME", "HOLDER", "DETAIL", "AGE"]
+    assert out == [["ns1", "widget.example.com/l1", "<none>", "true", "5s"]]

@@ -17,6 +17,11 @@ from .registry import kind
 # Pods join a gang by carrying this label with the PodGroup's name (same namespace).
 POD_GROUP_LABEL = "scheduling.kray.io/pod-group"
 
+# The GPUs the scheduler picked for a pod, "<uuid>,<uuid>,..." in container order (each container
+# takes as many as its nvidia.com/gpu request). Written by the API server at bind time from the
+# Binding's annotations; the kubelet allocates exactly these devices.
+GPU_DEVICES_ANNOTATION = "kray.io/gpu-devices"
+
 PodGroupPhase = Literal["Pending", "PreScheduling", "Scheduling", "Scheduled", "Running", "Failed"]
 
 

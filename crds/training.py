@@ -41,6 +41,8 @@ REASON_SUCCEEDED = "TrainingJobSucceeded"
 REASON_BACKOFF_LIMIT = "BackoffLimitExceeded"
 REASON_DEADLINE = "DeadlineExceeded"
 REASON_REPLICA_FAILED = "ReplicaFailed"  # a replica failed and its restartPolicy forbids a restart
+# Running False while the gang's pods wait for room: the scheduler binds all of them or none.
+REASON_GANG_UNSCHEDULABLE = "GangUnschedulable"
 REASON_SUSPENDED = "TrainingJobSuspended"
 REASON_RESUMED = "TrainingJobResumed"
 

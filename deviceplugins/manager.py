@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +22,15 @@ from typing import Any
 
 import grpc
 
+from .allocation import base_uuid
 from .api import HEALTHY, KUBELET_SOCKET, VERSION, pb, pb_grpc
 from .checkpoint import Checkpoint, ContainerDevices, CorruptCheckpointError
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "kubelet_internal_checkpoint"
+# sockaddr_un.sun_path is 108 bytes with the terminating NUL; gRPC fails cryptically beyond it.
+MAX_SOCKET_PATH = 107
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -45,6 +48,13 @@ class InsufficientDevicesError(Exception):
 
 class RegistrationError(Exception):
     pass
+
+
+def check_socket_path(path: Path) -> None:
+    """Fail early, naming the path, when a unix socket path is too long to bind."""
+    n = len(os.fsencode(str(path)))
+    if n > MAX_SOCKET_PATH:
+        raise ValueError(f"unix socket path {path} is {n} bytes; the limit is {MAX_SOCKET_PATH}: use a shorter root")
 
 
 @dataclass
@@ -97,10 +107,14 @@ class DeviceManager:
         # (pod uid, container) -> resource -> devices
         self._allocations: dict[tuple[str, str], dict[str, ContainerDevices]] = {}
         self._server: grpc.Server | None = None
+        # Bumped on every registration and ListAndWatch update: watchers of device health
+        # (the NodeDevices publisher) compare it instead of diffing device sets.
+        self.generation = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
+        check_socket_path(self.socket_path)
         self.plugin_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._allocations = self.checkpoint.load()
@@ -145,6 +159,7 @@ class DeviceManager:
         with self._cond:
             old = self._endpoints.get(req.resource_name)
             self._endpoints[req.resource_name] = ep  # a re-registering plugin replaces its old self
+            self.generation += 1
         if old is not None:
             old.close()
         threading.Thread(target=self._watch, args=(ep,), name=f"dm-law-{req.resource_name}", daemon=True).start()
@@ -157,6 +172,7 @@ class DeviceManager:
                 healthy = {d.ID for d in resp.devices if d.health == HEALTHY}
                 with self._cond:
                     ep.healthy, ep.unhealthy = healthy, {d.ID for d in resp.devices} - healthy
+                    self.generation += 1
                     self._cond.notify_all()
         except grpc.RpcError as e:
             if ep.connected:
@@ -167,6 +183,7 @@ class DeviceManager:
                 ep.unhealthy |= ep.healthy
                 ep.healthy = set()
                 ep.connected = False
+                self.generation += 1
                 self._cond.notify_all()
 
     # -- node status ----------------------------------------------------------------------------
@@ -211,8 +228,14 @@ class DeviceManager:
 
     # -- allocation -----------------------------------------------------------------------------
 
-    def allocate(self, pod_uid: str, container: str, resource: str, count: int) -> ContainerDevices:
-        """Give ``count`` devices of ``resource`` to a container; idempotent per container."""
+    def allocate(
+        self, pod_uid: str, container: str, resource: str, count: int, requested: Sequence[str] | None = None
+    ) -> ContainerDevices:
+        """Give ``count`` devices of ``resource`` to a container; idempotent per container.
+
+        ``requested``: the devices the scheduler chose (``kray.io/gpu-devices``). They are
+        taken as is when all are free and healthy; otherwise the plugin's preference wins.
+        """
         with self._alloc_lock:
             existing = self.allocation(pod_uid, container).get(resource)
             if existing is not None:
@@ -227,7 +250,9 @@ class DeviceManager:
                 raise InsufficientDevicesError(
                     f"insufficient {resource}: requested {count}, {len(free)} free of {len(ep.healthy)} healthy"
                 )
-            ids = self._choose(ep, free, count)
+            ids = self._requested(requested, free, count, f"pod {pod_uid} container {container}")
+            if ids is None:
+                ids = self._choose(ep, free, count)
             resp = ep.stub.Allocate(
                 pb.AllocateRequest(container_requests=[pb.ContainerAllocateRequest(devices_ids=ids)]),
                 timeout=self._rpc_timeout_s,
@@ -237,6 +262,30 @@ class DeviceManager:
                 self._allocations.setdefault((pod_uid, container), {})[resource] = got
                 self._save_locked()
             return got
+
+    @staticmethod
+    def _requested(requested: Sequence[str] | None, free: list[str], count: int, who: str) -> list[str] | None:
+        """The scheduler's devices as advertised ids, or None (with the reason logged) when unusable.
+
+        The scheduler names GPUs (NodeDevices names); under time-slicing a GPU is advertised as
+        ``<uuid>::<i>``, so a plain GPU name takes one free replica of it."""
+        if requested is None:
+            return None
+        if len(requested) != count:
+            log.warning("%s: scheduler chose %d devices for %d; using the plugin's choice", who, len(requested), count)
+            return None
+        ids: list[str] = []
+        for want in requested:
+            pick = want if want in free and want not in ids else None
+            if pick is None:
+                pick = next((d for d in free if d not in ids and base_uuid(d) == want and d != want), None)
+            if pick is None:
+                log.warning(
+                    "%s: scheduler-chosen device %s is not free and healthy here; using the plugin's choice", who, want
+                )
+                return None
+            ids.append(pick)
+        return ids
 
     def _choose(self, ep: _Endpoint, free: list[str], count: int) -> list[str]:
         if ep.options.get_preferred_allocation_available:
@@ -269,6 +318,16 @@ class DeviceManager:
     def allocation(self, pod_uid: str, container: str) -> dict[str, ContainerDevices]:
         with self._cond:
             return dict(self._allocations.get((pod_uid, container), {}))
+
+    def allocated_ids(self, pod_uid: str, resource: str) -> list[str]:
+        """Every device of ``resource`` the pod's containers hold."""
+        with self._cond:
+            return [
+                d
+                for (uid, _), per in self._allocations.items()
+                if uid == pod_uid and resource in per
+                for d in per[resource].device_ids
+            ]
 
     def allocated_pods(self) -> set[str]:
         with self._cond:

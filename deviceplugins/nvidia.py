@@ -8,6 +8,7 @@ serves it on ``<plugin_dir>/nvidia.sock`` and registers with the device manager.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from .allocation import DevicePaths, Topology, advertised_ids, allocate_response
 from .api import HEALTHY, UNHEALTHY, pb
 from .health import Clock, HealthMonitor, XidPolicy
 from .inventory import build_node_devices
-from .nvml import GpuInfo, NoGPUs, Nvml, discover
+from .nvml import GpuInfo, NoGPUs, Nvml, PyNvml, discover
 from .server import PluginServer, Versioned
 
 log = logging.getLogger(__name__)
@@ -34,11 +35,38 @@ class GpuPluginConfig:
     # Time-slicing: advertise each GPU as this many ids (<uuid>::<i>), shared without isolation.
     replicas: int = 1
     dev_root: str = "/dev"
+    # Whether Allocate hands out /dev/nvidia* nodes (and so cgroup device rules). Off only for
+    # fake GPUs: they have no device nodes, and a spec naming a missing node would fail the
+    # container's creation, so a fake allocation is the NVIDIA env alone (what a CPU-only
+    # container can still print and check).
+    device_nodes: bool = True
     xid_policy: XidPolicy = field(default_factory=XidPolicy)
     backoff_s: float = 10.0
     max_backoff_s: float = 300.0
     poll_interval_s: float = 5.0
     health_tick_s: float = 1.0
+
+
+def _none(path: str) -> bool:
+    return False
+
+
+def local_gpus(nvml: Nvml | None = None) -> list[GpuInfo] | NoGPUs:
+    """What NVML finds on this host, serving nothing: whether a node needs a GPU plugin.
+
+    A missing nvidia-ml-py counts as "no GPUs" (as a missing libnvidia-ml does), never an error."""
+    if nvml is None:
+        try:
+            nvml = PyNvml()
+        except ImportError as e:
+            return NoGPUs(f"nvidia-ml-py is not installed ({e})")
+    try:
+        found = discover(nvml)
+    except Exception as e:  # a broken driver: say why, but a node without GPUs still comes up
+        return NoGPUs(f"NVML failed: {e!r}")
+    with contextlib.suppress(Exception):
+        nvml.shutdown()
+    return found
 
 
 class GpuPluginCore:
@@ -53,7 +81,9 @@ class GpuPluginCore:
         # MIG-enabled GPUs cannot be handed out whole; a MIG strategy would advertise their slices.
         self.gpus: list[GpuInfo] = [g for g in found if not g.mig_enabled] if isinstance(found, list) else []
         self.topology = Topology.from_nvml(nvml, self.gpus)
-        self.paths = DevicePaths(dev_root=self.config.dev_root)
+        self.paths = DevicePaths(
+            dev_root=self.config.dev_root, exists=os.path.exists if self.config.device_nodes else _none
+        )
         self._versions = Versioned()
         self.health = HealthMonitor(
             nvml,

@@ -125,6 +125,9 @@ class PluginServer:
         self.registrations = 0
 
     def start(self, register: bool = True) -> None:
+        from .manager import check_socket_path
+
+        check_socket_path(self.socket_path)
         self.plugin_dir.mkdir(parents=True, exist_ok=True)
         self.socket_path.unlink(missing_ok=True)  # a stale socket from a previous run blocks bind
         self._stopping.clear()
@@ -135,7 +138,12 @@ class PluginServer:
         server.start()
         self._server = server
         if register:
-            self.register()
+            try:
+                self.register()
+            except grpc.RpcError as e:
+                # The device manager may not be serving yet (a plugin started before its
+                # kubelet): the watcher below registers as soon as kubelet.sock answers.
+                log.info("registration of %s deferred: %s", self.core.resource_name, e.code())
             self._watcher = threading.Thread(target=self._watch_kubelet, name="dp-kubelet-watch", daemon=True)
             self._watcher.start()
 

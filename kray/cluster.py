@@ -79,7 +79,10 @@ class UpOptions:
     config_path: Path | None = None
     timeout: float = 120.0
     scheduler_shards: int = 1
+    # A KubeSchedulerConfiguration (parsed, validated by the CLI): the scheduler's profiles.
+    scheduler_config: dict[str, Any] | None = None
     node: NodeOptions = field(default_factory=NodeOptions)
+    cluster_cidr: str = "10.244.0.0/16"  # every node's podCIDR is a /24 of it (node IPAM)
 
 
 def default_state_dir() -> Path:
@@ -168,9 +171,13 @@ def deploy_control_plane(opts: UpOptions, state: LocalState, token: str, log: An
     with ray_driver(state.ray_address):
         url = cp.deploy_apiserver_actor(state.etcd_endpoint, opts.host, opts.port, token, opts.timeout, log)
         config = KrayConfig(server=url, token=token)
-        cp.deploy_controllers(config, opts.timeout, log)
-        cp.deploy_schedulers(config, opts.scheduler_shards, state.etcd_endpoint, opts.timeout, log)
+        cp.deploy_controllers(config, opts.timeout, log, {"node-ipam": {"cluster_cidr": opts.cluster_cidr}})
+        cp.deploy_schedulers(
+            config, opts.scheduler_shards, state.etcd_endpoint, opts.timeout, log, opts.scheduler_config
+        )
         node = cp.deploy_local_node(config, opts.node, opts.timeout, log)
+        # After the local node's own kubelet: the agent finds it and adds what the node lacks.
+        cp.deploy_node_agent(config, cp.node_agent_options(opts.node), opts.timeout, log)
     if node:  # `kray image` finds the node's CRI socket through this
         state.extra["nodes"] = {node: str(Path(opts.node.root) / node)}
     return url

@@ -2,11 +2,15 @@
 
 Called from ``kray.cluster`` with a Ray driver connected (``ray.init`` done there). Each part is
 a detached, named actor in Ray namespace ``kray`` that Ray restarts on failure:
-API server, controller-manager, scheduler shards, and a kubelet on the local node.
+API server, controller-manager, scheduler shards, a kubelet on the local node, and the node
+agent, which gives every Ray node (the local one included) a kubelet, proxy and DNS server.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
+import json
 import os
 import re
 import socket
@@ -44,11 +48,15 @@ class NodeOptions:
 
     enabled: bool = True
     name: str = ""  # "" -> this host's name, made DNS-1123-safe
-    pod_cidr: str = "10.244.0.0/24"
+    pod_cidr: str = ""  # "" -> the node IPAM controller's block of the cluster CIDR
     root: str = "/var/lib/kray"
     # Names of the node's bridge (`<prefix>0`), pod netns and veths start with this; a second
     # kray on one machine (a test beside a running `kray up`) needs its own.
     net_prefix: str = "kray"
+    # > 0: the node gets this many fake GPUs (a GPU plugin over FakeNvml, no device nodes);
+    # 0: the real NVIDIA plugin when NVML finds GPUs here, else no GPU plugin at all.
+    # Whoever deploys the node's kubelet (today deploy_local_node) must carry this through.
+    fake_gpus: int = 0
 
     @property
     def bridge(self) -> str:
@@ -72,25 +80,46 @@ def deploy_apiserver_actor(etcd: str, host: str, port: int, token: str, timeout:
     return url
 
 
-def deploy_controllers(config: KrayConfig, timeout: float, log: Log) -> None:
-    """The built-in controllers, each its own actor built on the public framework."""
+def deploy_controllers(
+    config: KrayConfig, timeout: float, log: Log, settings: dict[str, dict[str, Any]] | None = None
+) -> None:
+    """The built-in controllers, each its own actor built on the public framework.
+
+    ``settings``: per controller, the options of its ``setup`` (``{"node-ipam": {"cluster_cidr":
+    ...}, "node-lifecycle": {"grace_period": ...}}``).
+    """
     import ray
 
     from kray.actors.framework.hosting import deploy_controller
 
-    handles = [h for name, spec in BUILTIN_CONTROLLERS.items() for h in deploy_controller(name, spec, config)]
+    settings = settings or {}
+    handles = [
+        h
+        for name, spec in BUILTIN_CONTROLLERS.items()
+        for h in deploy_controller(name, spec, config, setup_options=settings.get(name))
+    ]
     ray.get([h.ready.remote() for h in handles], timeout=timeout)
     log(f"controllers running: {', '.join(BUILTIN_CONTROLLERS)}")
 
 
-def deploy_schedulers(config: KrayConfig, shards: int, etcd: str, timeout: float, log: Log) -> None:
+def deploy_schedulers(
+    config: KrayConfig,
+    shards: int,
+    etcd: str,
+    timeout: float,
+    log: Log,
+    scheduler_config: dict[str, Any] | None = None,
+) -> None:
+    """``scheduler_config``: a KubeSchedulerConfiguration dict (checked before any actor starts)."""
     import ray
 
     from kray.actors.scheduler.actor import deploy_scheduler
 
-    handles = deploy_scheduler(config, shards, etcd_endpoint=etcd)
+    handles = deploy_scheduler(config, shards, etcd_endpoint=etcd, scheduler_config=scheduler_config)
     ray.get([h.ready.remote() for h in handles], timeout=timeout)
-    log(f"scheduler running ({shards} shard{'s' if shards != 1 else ''})")
+    names = [p.get("schedulerName") or "default-scheduler" for p in (scheduler_config or {}).get("profiles") or []]
+    profiles = f", profiles: {', '.join(names)}" if names else ""
+    log(f"scheduler running ({shards} shard{'s' if shards != 1 else ''}{profiles})")
 
 
 def deploy_local_node(config: KrayConfig, node: NodeOptions, timeout: float, log: Log) -> str | None:
@@ -106,19 +135,100 @@ def deploy_local_node(config: KrayConfig, node: NodeOptions, timeout: float, log
     from kray.actors.kubelet.ports import KubeletConfig
 
     name = node.name or local_node_name()
-    # Loopback-only: the node's address and its log endpoint stay on 127.0.0.1.
-    kcfg = KubeletConfig(node_ip="127.0.0.1", log_host="127.0.0.1", log_port=free_port())
     node_id = ray.get_runtime_context().get_node_id()
-    runtime_args = ["--bridge", node.bridge, "--prefix", node.net_prefix]
-    handle = deploy_kubelet(
-        config, node_id, name, node.pod_cidr, root=node.root, kubelet_config=kcfg, runtime_args=runtime_args
+    # The Node bound to this Ray node first: the node agent then knows it by this name and these
+    # settings (it adds the proxy and DNS), and the podCIDR is --pod-cidr or the node IPAM's.
+    pod_cidr = register_local_node(config, name, node_id, node, timeout)
+    # Loopback-only: the node's address and its log endpoint stay on 127.0.0.1. Pods resolve
+    # through the node's DNS server on its bridge's address (the agent deploys it).
+    kcfg = KubeletConfig(
+        node_ip="127.0.0.1", log_host="127.0.0.1", log_port=free_port(), cluster_dns=[pod_gateway(pod_cidr)]
     )
+    runtime_args = ["--bridge", node.bridge, "--prefix", node.net_prefix]
+    from kray.deviceplugins.deploy import gpu_plan, start_gpu_plugin
+
+    gpus = gpu_plan(node.fake_gpus, os.path.join(node.root, name))
+    handle = deploy_kubelet(
+        config, node_id, name, pod_cidr, root=node.root, kubelet_config=kcfg, runtime_args=runtime_args,
+        device_plugin_dir=gpus.plugin_dir,
+    )  # fmt: skip
     if not ray.get(handle.ready.remote(), timeout=timeout):
         status = ray.get(handle.status.remote(), timeout=timeout)
         raise RuntimeError(f"kubelet on {name} failed to start: {status.get('error')}")
     wait_node_ready(config, name, timeout)
-    log(f"node {name} Ready (pod CIDR {node.pod_cidr})")
+    start_gpu_plugin(config, gpus, node_id, name, timeout, log)
+    log(f"node {name} Ready (pod CIDR {pod_cidr})")
     return name
+
+
+def pod_gateway(pod_cidr: str) -> str:
+    """The pod bridge's address (the first host of the podCIDR), where the node's DNS listens."""
+    return str(next(ipaddress.ip_network(pod_cidr, strict=False).hosts()))
+
+
+def register_local_node(config: KrayConfig, name: str, node_id: str, node: NodeOptions, timeout: float) -> str:
+    """Create or update the Node ``name``, bound to Ray node ``node_id`` with the node's settings
+    as annotations (what the node agent reads); returns its podCIDR, waiting for the node IPAM
+    controller when ``--pod-cidr`` gave none."""
+    from kray.actors.nodeagent.core import NET_PREFIX_KEY, NODE_ROOT_KEY, RAY_NODE_ID_LABEL
+
+    headers = {"Authorization": f"Bearer {config.token}"}
+    url = f"{config.server}/api/v1/nodes"
+    meta = {
+        "labels": {RAY_NODE_ID_LABEL: node_id},
+        "annotations": {NET_PREFIX_KEY: node.net_prefix, NODE_ROOT_KEY: node.root},
+    }
+    spec = {"podCIDR": node.pod_cidr, "podCIDRs": [node.pod_cidr]} if node.pod_cidr else {}
+    with httpx.Client(headers=headers, timeout=10.0) as http:
+        body = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, **meta}, "spec": spec}
+        created = http.post(url, json=body)
+        if created.status_code == 409:  # there from an earlier `kray up`: rebind it to this Ray node
+            patch = {"metadata": meta, **({"spec": spec} if spec else {})}
+            http.patch(
+                f"{url}/{name}", content=json.dumps(patch), headers={"Content-Type": "application/merge-patch+json"}
+            ).raise_for_status()
+        else:
+            created.raise_for_status()
+        deadline = time.monotonic() + timeout
+        while True:
+            got = http.get(f"{url}/{name}")
+            got.raise_for_status()
+            cidr = str(got.json().get("spec", {}).get("podCIDR") or "")
+            if cidr:
+                return cidr
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"node {name} got no podCIDR from the node IPAM controller in {timeout}s")
+            time.sleep(0.3)
+
+
+def node_agent_options(node: NodeOptions) -> dict[str, Any]:
+    """The agent's options from `kray up`'s: other nodes keep their state under the same root;
+    with ``--no-kubelet`` this Ray node stays control-plane only."""
+    import ray
+
+    options: dict[str, Any] = {"kubelet_root": node.root}
+    if not node.enabled:
+        options["exclude_node_ids"] = [ray.get_runtime_context().get_node_id()]
+    return options
+
+
+def deploy_node_agent(config: KrayConfig, options: dict[str, Any], timeout: float, log: Log) -> None:
+    """The node agent: a kubelet, proxy (with host-gw routes) and DNS server on every Ray node
+    that joins, a GPU plugin where Ray counts GPUs (see ``kray.actors.nodeagent``)."""
+    if os.geteuid() != 0:
+        log("warning: not root, so no node agent (kubelets need namespaces and cgroups)")
+        return
+    import ray
+
+    from kray.actors.nodeagent.actor import deploy_node_agent as deploy
+
+    handle = deploy(config, **options)
+    deadline = time.monotonic() + timeout
+    while not ray.get(handle.ready.remote(), timeout=timeout):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the node agent did not start within {timeout}s: {ray.get(handle.status.remote())}")
+        time.sleep(0.2)
+    log("node agent running (a kubelet, proxy and DNS server on every Ray node)")
 
 
 def wait_http_ok(url: str, token: str, timeout: float, what: str) -> httpx.Response:
@@ -148,21 +258,50 @@ def wait_node_ready(config: KrayConfig, name: str, timeout: float) -> None:
     raise TimeoutError(f"node {name} did not become Ready within {timeout}s")
 
 
-def remove_all(log: Log) -> None:
-    """Tear down every kray actor in this Ray cluster: nodes first (their pods go with them)."""
+def _call_each(prefix: str, method: str, timeout: float) -> dict[str, Any]:
+    """Call ``method`` on every kray actor whose name starts with ``prefix``, all at once;
+    name -> result, or the exception for a node that could not do it."""
     import ray
 
+    refs = {}
     for info in _kray_actors():
-        name = info["name"]
-        if not name.startswith("kray-kubelet-"):
-            continue
+        if info["name"].startswith(prefix):
+            try:
+                refs[info["name"]] = getattr(ray.get_actor(info["name"], namespace=RAY_NAMESPACE), method).remote()
+            except ValueError:  # gone meanwhile
+                continue
+    out: dict[str, Any] = {}
+    for name, ref in refs.items():
         try:
-            done: Any = ray.get(ray.get_actor(name, namespace=RAY_NAMESPACE).teardown.remote(), timeout=120)
-            log(f"node {name.removeprefix('kray-kubelet-')}: removed {done['sandboxes_removed']} pod sandbox(es)")
-            if done.get("bridge_error"):
-                log(f"warning: node {name.removeprefix('kray-kubelet-')}: {done['bridge_error']}")
-        except Exception as exc:  # a node we cannot reach is still removed from Ray below
-            log(f"warning: teardown of {name} failed: {exc}")
+            out[name] = ray.get(ref, timeout=timeout)
+        except Exception as exc:  # a node we cannot reach is still removed from Ray after this
+            out[name] = exc
+    return out
+
+
+def remove_all(log: Log) -> None:
+    """Tear down every kray actor in this Ray cluster: the node agent first (it would redeploy
+    what goes next), then the nodes (their pods go with them), their proxies (nftables tables and
+    routes) and DNS servers, and the control plane, the API server last."""
+    import ray
+
+    from kray.actors.nodeagent.actor import ACTOR_NAME as NODE_AGENT
+
+    with contextlib.suppress(ValueError):
+        ray.kill(ray.get_actor(NODE_AGENT, namespace=RAY_NAMESPACE), no_restart=True)
+        log(f"removed actor {NODE_AGENT}")
+    for name, done in _call_each("kray-kubelet-", "teardown", 120).items():
+        node = name.removeprefix("kray-kubelet-")
+        if isinstance(done, Exception):
+            log(f"warning: teardown of {name} failed: {done}")
+            continue
+        log(f"node {node}: removed {done['sandboxes_removed']} pod sandbox(es)")
+        if done.get("bridge_error"):
+            log(f"warning: node {node}: {done['bridge_error']}")
+    for prefix in ("kray-proxy-", "kray-dns-"):
+        for name, done in _call_each(prefix, "stop", 30).items():
+            if isinstance(done, Exception):
+                log(f"warning: stopping {name} failed: {done}")
     ordered = sorted((i["name"] for i in _kray_actors()), key=lambda n: n == APISERVER_ACTOR)
     for name in ordered:  # the API server goes last
         try:

@@ -26,8 +26,12 @@ from kray.runtime.cri.server import serve
 from kray.runtime.images import ImageStore
 from kray.runtime.network import BridgeNetwork, NetworkConfig
 from kray.runtime.ocirt import detect_runtime, make_runtime
+from kray.runtime.procrt import NO_ISOLATION_WARNING
 from kray.runtime.service import NodeRuntime
+from kray.runtime.shimfork import ShimLauncher
 from kray.runtime.volumes import VolumeManager
+
+log = logging.getLogger("kray.runtime")
 
 
 def build_node(args: argparse.Namespace) -> NodeRuntime:
@@ -35,13 +39,22 @@ def build_node(args: argparse.Namespace) -> NodeRuntime:
     oci_root = state / "oci"
     runtime = make_runtime(args.runtime, oci_root) if args.runtime else detect_runtime(oci_root)
     network = None
-    if args.subnet:
+    if not runtime.isolated:
+        # Loud on purpose: whoever reads the node's log must not mistake these for containers.
+        log.warning("WARNING: %s", NO_ISOLATION_WARNING)
+        print(f"WARNING: {NO_ISOLATION_WARNING}", file=sys.stderr, flush=True)
+        if args.subnet:
+            log.warning("--subnet %s ignored: process containers use the host network", args.subnet)
+    elif args.subnet:
         network = BridgeNetwork(
             NetworkConfig(subnet=args.subnet, state_dir=state / "net", prefix=args.prefix, bridge=args.bridge)
         )
     images = ImageStore(Path(args.image_dir) if args.image_dir else state / "images")
     volumes = VolumeManager(state / "pods")
-    return NodeRuntime(runtime, images, network, state, volumes=volumes, cgroup_root=args.cgroup_root)
+    launcher = ShimLauncher(state / "shimfork.sock")
+    return NodeRuntime(
+        runtime, images, network, state, volumes=volumes, cgroup_root=args.cgroup_root, shim_launcher=launcher
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,7 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--socket", required=True, help="unix socket to serve CRI v1 on")
     ap.add_argument("--state-dir", required=True, help="sandboxes, containers, logs, images live here")
     ap.add_argument("--subnet", default="", help="the node's podCIDR (pod network); empty: host network only")
-    ap.add_argument("--runtime", default="", help="crun or runc (default: the first installed)")
+    ap.add_argument(
+        "--runtime",
+        default="",
+        help="crun or runc (default: the first installed), or process: plain host processes, NO isolation,"
+        " for machines where kray is not root",
+    )
     ap.add_argument("--bridge", default="kray0")
     ap.add_argument("--prefix", default="kray", help="names of netns/veths start with this")
     ap.add_argument("--cgroup-root", default="kray")
@@ -72,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: done.set())
     done.wait()
     server.stop(grace=2.0).wait()
+    node.close()
     return 0
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from kray.runtime.oci import ContainerConfig, write_bundle
 from kray.runtime.ocirt import CliRuntime, OciError
 from kray.runtime.shim import STATE_FILE, read_json, rfc3339_nano, write_json_atomic
+from kray.runtime.shimfork import ShimLauncher
 
 STARTED_FILE = "started.json"
 
@@ -42,11 +43,18 @@ class ContainerStatus:
 
 
 class ContainerManager:
-    def __init__(self, runtime: CliRuntime, state_root: Path | str, python: str = sys.executable) -> None:
+    def __init__(
+        self,
+        runtime: CliRuntime,
+        state_root: Path | str,
+        python: str = sys.executable,
+        launcher: ShimLauncher | None = None,
+    ) -> None:
         self.runtime = runtime
         self.state_root = Path(state_root)
         self.state_root.mkdir(parents=True, exist_ok=True)
         self.python = python
+        self.launcher = launcher  # None: exec a fresh Python per shim
 
     def dir(self, cid: str) -> Path:
         return self.state_root / cid
@@ -59,7 +67,6 @@ class ContainerManager:
             raise OciError(f"container {cid} already exists")
         write_bundle(d, cfg)
         argv = [
-            self.python, "-m", "kray.runtime.shim",
             "--runtime", self.runtime.name,
             "--runtime-root", str(self.runtime.root.parent),
             "--id", cid,
@@ -70,11 +77,17 @@ class ContainerManager:
         ]  # fmt: skip
         if start:
             argv.append("--start")
-        # Safe to capture: the daemonized shim puts /dev/null on these before doing anything.
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-        report = json.loads(proc.stdout or "{}") if proc.stdout.strip().startswith("{") else {}
-        if proc.returncode != 0 or "error" in report:
-            msg = report.get("error") or proc.stderr.strip() or "shim failed"
+        if self.launcher is not None:
+            rc, out, err = self.launcher.run(argv, timeout=120)
+        else:
+            # Safe to capture: the daemonized shim puts /dev/null on these before doing anything.
+            proc = subprocess.run(
+                [self.python, "-m", "kray.runtime.shim", *argv], capture_output=True, text=True, timeout=120
+            )
+            rc, out, err = proc.returncode, proc.stdout, proc.stderr
+        report = json.loads(out or "{}") if out.strip().startswith("{") else {}
+        if rc != 0 or "error" in report:
+            msg = report.get("error") or err.strip() or "shim failed"
             raise OciError(f"create {cid}: {msg}")
         if start:
             write_json_atomic(d / STARTED_FILE, {"started_at": report.get("started_at") or rfc3339_nano()})

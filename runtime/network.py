@@ -138,7 +138,8 @@ class BridgeNetwork:
             if self.ipam.gateway not in have:
                 ip.addr("add", index=idx, address=self.ipam.gateway, prefixlen=self.prefixlen)
             ip.link("set", index=idx, state="up", mtu=self.cfg.mtu)
-            return idx
+        enable_forwarding(self.cfg.bridge)
+        return idx
 
     def delete_bridge(self) -> None:
         with IPRoute() as ip:
@@ -204,6 +205,19 @@ class BridgeNetwork:
     def sandboxes(self) -> list[str]:
         """Pod ids that have an address in this network (for cleanup after a restart)."""
         return sorted(self.ipam.allocations())
+
+
+def enable_forwarding(ifname: str) -> None:
+    """Route what pods send through the bridge (to other nodes' pods, to Service backends after
+    DNAT), as the CNI bridge plugin does for its gateway. IPv4 forwarding is decided by the
+    interface a packet comes in on, so this enables it for the bridge only: the machine's other
+    interfaces keep their own setting."""
+    path = Path(f"/proc/sys/net/ipv4/conf/{ifname}/forwarding")
+    try:
+        if path.read_text().strip() != "1":
+            path.write_text("1")
+    except OSError as exc:
+        raise NetworkError(f"cannot enable forwarding on {ifname}: {exc}") from exc
 
 
 def host_sandbox(pod_id: str) -> Sandbox:

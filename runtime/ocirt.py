@@ -68,6 +68,7 @@ class CliRuntime:
     """runc-compatible command line driver; crun and runc share the verbs we use."""
 
     name = "oci"
+    isolated = True  # namespaces + cgroups; the `process` runtime (procrt.py) is not
 
     def __init__(self, binary: str, root: Path | str = DEFAULT_STATE_ROOT) -> None:
         self.binary = binary
@@ -174,10 +175,14 @@ RUNTIMES: dict[str, Callable[[Path | str], CliRuntime]] = {"crun": CrunRuntime, 
 
 
 def make_runtime(name: str, root: Path | str = DEFAULT_STATE_ROOT) -> CliRuntime:
+    if name == "process":  # imported here: procrt builds on this module
+        from kray.runtime.procrt import ProcessRuntime
+
+        return ProcessRuntime(root)
     try:
         cls = RUNTIMES[name]
     except KeyError:
-        raise OciError(f"unknown OCI runtime {name!r} (known: {', '.join(RUNTIMES)})") from None
+        raise OciError(f"unknown OCI runtime {name!r} (known: {', '.join(RUNTIMES)}, process)") from None
     return cls(root)
 
 

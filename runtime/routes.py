@@ -72,13 +72,19 @@ def node_routes(nodes: Iterable[Any], own_node: str) -> dict[str, str]:
 
     Nodes without an address or podCIDR yet are skipped (they get routes once they have both);
     a node whose CIDR is the same family as its address is the only pairing host-gw can do.
+    A node with this node's own address shares its host (several kray nodes on one machine):
+    its podCIDR is on a local bridge, which the kernel routes already; a route via our own
+    address would replace that connected route, so there is none.
     """
+    nodes = list(nodes)
+    own = next((n for n in nodes if n.name == own_node), None)
+    own_address = own.status.address("InternalIP") if own is not None and own.status else None
     wanted: dict[str, str] = {}
     for node in nodes:
         if node.name == own_node or node.metadata.deletion_timestamp is not None:
             continue
         address = node.status.address("InternalIP") if node.status else None
-        if not address:
+        if not address or address == own_address:
             continue
         cidrs = list(node.spec.pod_cidrs or []) or ([node.spec.pod_cidr] if node.spec.pod_cidr else [])
         try:

@@ -36,6 +36,7 @@ from kray.runtime.images import HOST_IMAGE, ImageError, ImageInfo, ImageStore, n
 from kray.runtime.network import BridgeNetwork
 from kray.runtime.ocirt import CliRuntime, OciError
 from kray.runtime.shim import write_json_atomic
+from kray.runtime.shimfork import ShimLauncher
 from kray.runtime.volumes import VolumeManager
 
 MAX_EXEC_OUTPUT = 16 << 20  # CRI: cap ExecSync output at 16 MiB per stream
@@ -84,7 +85,11 @@ class SandboxRecord:
     host_pid: bool = False
 
     def pb_config(self) -> pb.PodSandboxConfig:
-        return json_format.ParseDict(self.config, pb.PodSandboxConfig())
+        """Parsed once per record (callers only read it): listings parse no JSON twice."""
+        memo: pb.PodSandboxConfig | None = self.__dict__.get("_pb")
+        if memo is None:
+            memo = self.__dict__["_pb"] = json_format.ParseDict(self.config, pb.PodSandboxConfig())
+        return memo
 
 
 @dataclass
@@ -101,7 +106,11 @@ class ContainerRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def pb_config(self) -> pb.ContainerConfig:
-        return json_format.ParseDict(self.config, pb.ContainerConfig())
+        """Parsed once per record (callers only read it): listings parse no JSON twice."""
+        memo: pb.ContainerConfig | None = self.__dict__.get("_pb")
+        if memo is None:
+            memo = self.__dict__["_pb"] = json_format.ParseDict(self.config, pb.ContainerConfig())
+        return memo
 
 
 def _to_json(msg: Any) -> dict[str, Any]:
@@ -129,6 +138,7 @@ class NodeRuntime:
         volumes: VolumeManager | None = None,
         cgroup_root: str = "kray",
         shm_size: int = 64 << 20,
+        shim_launcher: ShimLauncher | None = None,
     ) -> None:
         self.runtime = runtime
         self.images = images
@@ -136,7 +146,7 @@ class NodeRuntime:
         self.state_dir = Path(state_dir)
         self.sandbox_root = self.state_dir / "sandboxes"
         self.sandbox_root.mkdir(parents=True, exist_ok=True)
-        self.containers = ContainerManager(runtime, self.state_dir / "containers")
+        self.containers = ContainerManager(runtime, self.state_dir / "containers", launcher=shim_launcher)
         self.scratch_root = self.state_dir / "scratch"
         self.log_root = self.state_dir / "logs"
         self.volumes = volumes or VolumeManager(self.state_dir / "pods")
@@ -144,6 +154,14 @@ class NodeRuntime:
         self.shm_size = shm_size
         self._locks: dict[str, threading.RLock] = {}
         self._locks_guard = threading.Lock()
+        # Records read from disk, by path, with the file's mtime: every listing used to re-read
+        # and re-parse every record (O(pods) per call, O(pods^2) for a burst of pod starts).
+        self._records: dict[Path, tuple[int, Any]] = {}
+
+    def close(self) -> None:
+        """Stop the shim launcher, if any (running containers and their shims stay)."""
+        if self.containers.launcher is not None:
+            self.containers.launcher.close()
 
     def _lock(self, key: str) -> threading.RLock:
         with self._locks_guard:
@@ -153,21 +171,42 @@ class NodeRuntime:
     def _sandbox_file(self, sid: str) -> Path:
         return self.sandbox_root / sid / "sandbox.json"
 
+    def _load(self, path: Path, kind: type[Any]) -> Any:
+        """The record in `path`, from memory while the file is unchanged; None when unreadable."""
+        try:
+            mtime = path.stat().st_mtime_ns
+        except OSError:
+            self._records.pop(path, None)
+            return None
+        cached = self._records.get(path)
+        if cached is not None and cached[0] == mtime:
+            return cached[1]
+        try:
+            rec = kind(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+        self._records[path] = (mtime, rec)
+        return rec
+
+    def _store(self, path: Path, rec: Any) -> None:
+        write_json_atomic(path, asdict(rec))
+        with contextlib.suppress(OSError):
+            self._records[path] = (path.stat().st_mtime_ns, rec)
+
     def _save_sandbox(self, rec: SandboxRecord) -> None:
-        write_json_atomic(self._sandbox_file(rec.id), asdict(rec))
+        self._store(self._sandbox_file(rec.id), rec)
 
     def sandbox(self, sid: str) -> SandboxRecord:
-        try:
-            data = json.loads(self._sandbox_file(sid).read_text())
-        except (OSError, ValueError):
-            raise NotFound(f"pod sandbox {sid!r} not found") from None
-        return SandboxRecord(**data)
+        rec: SandboxRecord | None = self._load(self._sandbox_file(sid), SandboxRecord)
+        if rec is None:
+            raise NotFound(f"pod sandbox {sid!r} not found")
+        return rec
 
     def sandboxes(self) -> list[SandboxRecord]:
         out = []
-        for d in sorted(self.sandbox_root.iterdir()):
+        for name in sorted(os.listdir(self.sandbox_root)):
             with contextlib.suppress(NotFound):
-                out.append(self.sandbox(d.name))
+                out.append(self.sandbox(name))
         return out
 
     def run_sandbox(self, config: pb.PodSandboxConfig, runtime_handler: str = "") -> SandboxRecord:
@@ -193,9 +232,10 @@ class NodeRuntime:
                 hostname=config.hostname or md.name,
                 cgroup_parent=config.linux.cgroup_parent or f"{self.cgroup_root}/pod{sid}",
                 runtime_handler=runtime_handler,
-                host_network=nso.network == pb.NODE,
-                host_ipc=nso.ipc == pb.NODE,
-                host_pid=nso.pid == pb.NODE,
+                # A runtime without isolation (procrt) has nothing but the node's namespaces.
+                host_network=nso.network == pb.NODE or not self.runtime.isolated,
+                host_ipc=nso.ipc == pb.NODE or not self.runtime.isolated,
+                host_pid=nso.pid == pb.NODE or not self.runtime.isolated,
             )
             self._save_sandbox(rec)  # first, so a failure below is cleaned up by RemovePodSandbox
         try:
@@ -236,7 +276,7 @@ class NodeRuntime:
             rec.shm_path = str(shm)
         self._write_etc(rec, config, d)
         res = config.linux.resources
-        if res.memory_limit_in_bytes > 0 or res.cpu_quota > 0:
+        if self.runtime.isolated and (res.memory_limit_in_bytes > 0 or res.cpu_quota > 0):
             # Pod-level limits on the pod cgroup; the containers' cgroups nest under it.
             cg = CgroupV1(rec.cgroup_parent)
             cg.ensure()
@@ -313,6 +353,7 @@ class NodeRuntime:
                     with contextlib.suppress(Exception):
                         self.volumes.cleanup_pod(uid)
             shutil.rmtree(d, ignore_errors=True)
+            self._records.pop(self._sandbox_file(sid), None)
         with self._locks_guard:
             self._locks.pop(sid, None)
 
@@ -320,19 +361,22 @@ class NodeRuntime:
     def _record_file(self, cid: str) -> Path:
         return self.containers.dir(cid) / "cri.json"
 
+    def container_record(self, cid: str) -> ContainerRecord:
+        rec: ContainerRecord | None = self._load(self._record_file(cid), ContainerRecord)
+        if rec is None:
+            raise NotFound(f"container {cid!r} not found")
+        return rec
+
     def container(self, cid: str) -> tuple[ContainerRecord, ContainerStatus]:
-        try:
-            rec = ContainerRecord(**json.loads(self._record_file(cid).read_text()))
-        except (OSError, ValueError):
-            raise NotFound(f"container {cid!r} not found") from None
-        return rec, self.containers.status(cid)
+        return self.container_record(cid), self.containers.status(cid)
 
     def list_containers(self, sandbox_id: str | None = None) -> list[ContainerRecord]:
+        """Records only (no status: that is a few more reads per container)."""
         out = []
         root = self.containers.state_root
-        for d in sorted(root.iterdir()) if root.is_dir() else []:
+        for name in sorted(os.listdir(root)) if root.is_dir() else []:
             with contextlib.suppress(NotFound):
-                rec, _ = self.container(d.name)
+                rec = self.container_record(name)
                 if sandbox_id is None or rec.sandbox_id == sandbox_id:
                     out.append(rec)
         return out
@@ -376,7 +420,11 @@ class NodeRuntime:
             d = self.containers.dir(cid)
             scratch = self.scratch_root / cid
             try:
-                mode = self.images.mount_rootfs(info.name if info else HOST_IMAGE, d / "rootfs", scratch)
+                if self.runtime.isolated:
+                    mode = self.images.mount_rootfs(info.name if info else HOST_IMAGE, d / "rootfs", scratch)
+                else:  # host processes: an image lends its config only (see procrt.py)
+                    (d / "rootfs").mkdir(parents=True, exist_ok=True)
+                    mode = "host"
                 log_dir = sb.config.get("log_directory") or str(self.log_root / sid)
                 log_path = Path(log_dir) / (config.log_path or f"{name}/{attempt}.log")
                 log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -395,7 +443,7 @@ class NodeRuntime:
                     gid=oci_cfg.gid,
                 )
                 self.containers.create(cid, oci_cfg, log_path)
-                write_json_atomic(self._record_file(cid), asdict(rec))
+                self._store(self._record_file(cid), rec)
             except Exception as exc:
                 with contextlib.suppress(Exception):
                     self.containers.remove(cid)
@@ -432,6 +480,7 @@ class NodeRuntime:
         if not self.containers.dir(cid).exists():
             return
         self.containers.remove(cid)
+        self._records.pop(self._record_file(cid), None)
         ImageStore.unmount_rootfs(self.containers.dir(cid) / "rootfs")
         shutil.rmtree(self.scratch_root / cid, ignore_errors=True)
 

@@ -37,6 +37,7 @@ from .handlers import Handlers
 from .lists import list_body, parse_filter, with_resource_version
 from .logs import PodLogs
 from .patch import PATCH_TYPES
+from .priority import PriorityAdmission
 from .watch import WatchParams, WatchResponse, watch_stream
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,8 @@ class ApiServer:
         self.server_address = server_address
         self.bootstrap_namespaces = tuple(bootstrap_namespaces)
         self.namespace_lifecycle = NamespaceLifecycle(store, lambda: registry.get("v1", "Namespace"))
-        hooks: list[AdmissionHook] = [self.namespace_lifecycle] if builtin_admission else []
+        self.priority = PriorityAdmission(store, lambda: registry.get("scheduling.k8s.io/v1", "PriorityClass"))
+        hooks: list[AdmissionHook] = [self.namespace_lifecycle, self.priority] if builtin_admission else []
         hooks.extend(admission)
         # Services get a ClusterIP from service_cidr (None: no allocation, clusterIP stays as sent).
         self.cluster_ips: ClusterIPAllocator | None = None

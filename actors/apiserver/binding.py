@@ -10,11 +10,16 @@ record, one key per node::
      "pods": {"<pod uid>": {"pod": "ns/name", "requests": {"cpu": 500, ...}}, ...}}
 
 ``requested`` is the sum of the entries' requests (kept for readers; always recomputed from
-``pods`` when written); the pod count is ``len(pods)``. A bind reads the pod, the node and the
+``pods`` when written); the pod count is ``len(pods)``. An entry also lists the GPUs the pod
+holds (``"devices": [...]``, from its ``kray.io/gpu-devices`` annotation), so two shards can
+never bind two pods onto the same device either. A bind reads the pod, the node and the
 record, checks in Python that the pod's requests fit the node's allocatable (cpu, memory, pods,
-extended resources), then commits ONE transaction guarded by the pod's and the record's mod
-revisions that writes the bound pod and the grown record. A lost race re-reads and retries; a
-pod that no longer fits is a 409 Conflict.
+extended resources) and that its devices are free, then commits ONE transaction guarded by the
+pod's and the record's mod revisions that writes the bound pod and the grown record. A lost race
+re-reads and retries; a pod that no longer fits is a 409 Conflict.
+
+The Binding's ``metadata.annotations`` (Kubernetes copies them onto the pod at bind; the
+scheduler sends the GPUs it picked this way) are written onto the pod in the same transaction.
 
 Release: pods are deleted through many paths (graceful delete, finalizers, deletecollection,
 namespace and garbage collection), so instead of threading the record through each of them,
@@ -41,6 +46,7 @@ from kray.actors.store.objects import ObjectStore
 from kray.crds.meta import Condition, Status
 from kray.crds.quantity import Quantity
 from kray.crds.registry import KindInfo
+from kray.crds.scheduling import GPU_DEVICES_ANNOTATION
 
 from . import errors
 
@@ -117,9 +123,17 @@ class Allocation:
         doc = {"node": self.node, "requested": self.requested, "pods": self.pods}
         return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
 
-    def misfit(self, requests: dict[str, int], allocatable: dict[str, int], max_pods: int) -> list[str]:
-        """Why a pod with ``requests`` does not fit on top of this record (empty: it fits)."""
+    def devices_in_use(self) -> set[str]:
+        return {d for entry in self.pods.values() for d in entry.get("devices") or ()}
+
+    def misfit(
+        self, requests: dict[str, int], allocatable: dict[str, int], max_pods: int, devices: list[str] | None = None
+    ) -> list[str]:
+        """Why a pod with ``requests`` (holding ``devices``) does not fit on this record (empty: fits)."""
         reasons = []
+        taken = sorted(set(devices or ()) & self.devices_in_use())
+        if taken:
+            reasons.append(f"devices already allocated: {', '.join(taken)}")
         if len(self.pods) + 1 > max_pods:
             reasons.append(f"Too many pods ({len(self.pods)} of {max_pods} bound)")
         used = self.requested
@@ -139,7 +153,21 @@ def _fmt(milli_value: int) -> str:
 
 def _entry(pod: dict[str, Any]) -> dict[str, Any]:
     meta = pod.get("metadata") or {}
-    return {"pod": f"{meta.get('namespace')}/{meta.get('name')}", "requests": pod_requests(pod)}
+    entry: dict[str, Any] = {"pod": f"{meta.get('namespace')}/{meta.get('name')}", "requests": pod_requests(pod)}
+    devices = [d.strip() for d in ((meta.get("annotations") or {}).get(GPU_DEVICES_ANNOTATION) or "").split(",")]
+    if any(devices):
+        entry["devices"] = [d for d in devices if d]
+    return entry
+
+
+def _annotations(pod_info: KindInfo, name: str, value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise errors.invalid(
+            pod_info, name, [("metadata.annotations", "must map strings to strings", "FieldValueInvalid")]
+        )
+    return value
 
 
 def _bound(pod: dict[str, Any]) -> tuple[str, str] | None:
@@ -174,7 +202,8 @@ class Bindings:
         meta = body.get("metadata") or {}
         if meta.get("name") not in (None, name):
             raise errors.bad_request(f"the binding's name ({meta.get('name')}) does not match the pod ({name})")
-        return await self.bind_many(namespace, [(name, meta.get("uid"), node)])
+        annotations = _annotations(pod_info, name, meta.get("annotations"))
+        return await self.bind_many(namespace, [(name, meta.get("uid"), node, annotations)])
 
     async def bind_gang(self, namespace: str, group: str, body: dict[str, Any]) -> Status:
         """``POST /apis/scheduling.kray.io/v1alpha1/namespaces/{ns}/podgroups/{group}/binding``.
@@ -193,16 +222,17 @@ class Bindings:
                 raise errors.invalid(
                     pod_info, group, [("bindings", "each needs podName and node", "FieldValueRequired")]
                 )
-            pairs.append((str(item["podName"]), item.get("podUID"), str(item["node"])))
+            annotations = _annotations(pod_info, str(item["podName"]), item.get("annotations"))
+            pairs.append((str(item["podName"]), item.get("podUID"), str(item["node"]), annotations))
         return await self.bind_many(namespace, pairs)
 
-    async def bind_many(self, namespace: str, pairs: list[tuple[str, str | None, str]]) -> Status:
-        """Bind (pod name, expected uid or None, node) pairs in ONE guarded transaction."""
+    async def bind_many(self, namespace: str, pairs: list[tuple[str, str | None, str, dict[str, str]]]) -> Status:
+        """Bind (pod name, expected uid or None, node, annotations to set) in ONE guarded transaction."""
         pod_info, node_info = self._infos()
         await self.releaser.ensure_started()
         kv = self.store.kv
-        pod_keys = [self.store.key(pod_info, namespace, name) for name, _, _ in pairs]
-        nodes = sorted({node for _, _, node in pairs})
+        pod_keys = [self.store.key(pod_info, namespace, name) for name, _, _, _ in pairs]
+        nodes = sorted({node for _, _, node, _ in pairs})
         for _ in range(_RETRIES):
             reads = await asyncio.gather(
                 *(kv.get(k) for k in pod_keys),
@@ -217,7 +247,7 @@ class Bindings:
                     raise errors.not_found(node_info, n)
                 capacity[n] = node_allocatable(json.loads(node_kv.value))
             compares, puts = [], []
-            for (name, uid, node), key, pod_kv in zip(pairs, pod_keys, pod_kvs, strict=True):
+            for (name, uid, node, extra), key, pod_kv in zip(pairs, pod_keys, pod_kvs, strict=True):
                 if pod_kv is None:
                     raise errors.not_found(pod_info, name)
                 pod = json.loads(pod_kv.value)
@@ -229,8 +259,11 @@ class Bindings:
                     raise errors.conflict(pod_info, name, why)
                 if pmeta.get("deletionTimestamp"):
                     raise errors.conflict(pod_info, name, f"pod {name} is being deleted, cannot be assigned to a host")
+                if extra:
+                    pmeta["annotations"] = {**(pmeta.get("annotations") or {}), **extra}
+                    pod["metadata"] = pmeta
                 alloc, entry = allocs[node], _entry(pod)
-                reasons = alloc.misfit(entry["requests"], *capacity[node])
+                reasons = alloc.misfit(entry["requests"], *capacity[node], entry.get("devices"))
                 if reasons:
                     why = f"pod {namespace}/{name} does not fit: {'; '.join(reasons)}"
                     raise errors.conflict(node_info, node, why)

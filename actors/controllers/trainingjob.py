@@ -50,18 +50,17 @@ from kray.crds.training import (
     REASON_BACKOFF_LIMIT,
     REASON_CREATED,
     REASON_DEADLINE,
+    REASON_GANG_UNSCHEDULABLE,
     REASON_REPLICA_FAILED,
     REASON_RESTARTING,
     REASON_RESUMED,
     REASON_RUNNING,
     REASON_SUCCEEDED,
     REASON_SUSPENDED,
-    REPLICA_TYPES,
     RESTARTING,
     RUNNING,
     SUCCEEDED,
     SUSPENDED,
-    ReplicaStatus,
     TrainingJob,
     TrainingJobStatus,
 )
@@ -70,21 +69,22 @@ from .trainingjob_pods import (
     MASTER_ADDR_KEY,
     attempt_of,
     exit_code,
+    first_failed,
+    phase,
     pod_for,
     pod_group_for,
     pod_name,
     rendezvous_for,
     rendezvous_name,
+    replica_counts,
     replica_of,
     service_for,
+    settle_counts,
+    unschedulable_reason,
     wanted_replicas,
 )
 
 log = logging.getLogger(__name__)
-
-
-def phase(pod: Pod) -> str:
-    return (pod.status.phase if pod.status else None) or "Pending"
 
 
 def is_retryable(policy: str, code: int | None) -> bool:
@@ -134,6 +134,11 @@ class TrainingJobReconciler:
 
         if job.finished() is not None:
             await self._clean_pods(job, pods)
+            if job.spec.run_policy.clean_pod_policy == "None" and current:
+                # Ranks still finishing after the verdict (the Master's success decides) run on
+                # untouched: count them as they end.
+                self._count(job, status, current)
+                await self._write_status(job, status)
             return await self._after_finished(job, status, now)
 
         if set_condition(status, CREATED, "True", REASON_CREATED, f"TrainingJob {job.name} is created.", now=now):
@@ -169,9 +174,9 @@ class TrainingJobReconciler:
             requeue = left
 
         # ---- failures: restart the gang, or give up ----
-        failed = sorted((p for p in current if phase(p) == "Failed"), key=lambda p: p.name)
+        failed = [p for p in current if phase(p) == "Failed"]
         if failed:
-            pod = failed[0]
+            pod = first_failed(job, failed)
             rtype, index = replica_of(pod) or (MASTER, 0)
             code = exit_code(job, pod)
             what = f"{rtype} {index} (pod {pod.name}) failed with exit code {code}"
@@ -182,6 +187,7 @@ class TrainingJobReconciler:
         wanted = wanted_replicas(job)
         if (MASTER, 0) in succeeded or set(wanted) <= succeeded:
             self._count(job, status, current)
+            settle_counts(status, succeeded=True, stopped=job.spec.run_policy.clean_pod_policy != "None")
             message = f"TrainingJob {job.name} successfully completed."
             set_condition(status, SUCCEEDED, "True", REASON_SUCCEEDED, message, now=now)
             set_condition(status, RUNNING, "False", REASON_SUCCEEDED, message, now=now)
@@ -221,6 +227,17 @@ class TrainingJobReconciler:
             set_condition(status, RUNNING, "True", REASON_RUNNING, message, now=now)
             if status.is_true(RESTARTING):
                 set_condition(status, RESTARTING, "False", REASON_RUNNING, message, now=now)
+        elif blocked := [(p.name, why) for p in current if (why := unschedulable_reason(p))]:
+            # Say why nothing runs yet: gang scheduling binds no pod until every one fits.
+            name, why = min(blocked)
+            stuck = f"{len(blocked)} of {len(wanted)} pods of the gang cannot be scheduled"
+            before = status.condition(RUNNING)
+            was_stuck = before is not None and (before.message or "").startswith(stuck)
+            set_condition(status, RUNNING, "False", REASON_GANG_UNSCHEDULABLE, f"{stuck}; pod {name}: {why}", now=now)
+            # An Event once the whole gang is stuck, not per scheduling retry (a member tried
+            # before its siblings existed is rejected as a matter of course: no Event for that).
+            if len(blocked) == len(wanted) and not was_stuck:
+                await self._event(job, "Warning", REASON_GANG_UNSCHEDULABLE, f"{stuck}; pod {name}: {why}")
         self._count(job, status, current)
         await self._write_status(job, status)
         return Result(requeue_after=requeue) if requeue else Result()
@@ -267,6 +284,7 @@ class TrainingJobReconciler:
         self, job: TrainingJob, status: TrainingJobStatus, current: list[Pod], reason: str, message: str, now: datetime
     ) -> Result:
         self._count(job, status, current)
+        settle_counts(status, succeeded=False, stopped=job.spec.run_policy.clean_pod_policy != "None")
         set_condition(status, FAILED, "True", reason, message, now=now)
         set_condition(status, RUNNING, "False", reason, message, now=now)
         if status.condition(RESTARTING) is not None:
@@ -342,20 +360,7 @@ class TrainingJobReconciler:
     # ---- status ----
 
     def _count(self, job: TrainingJob, status: TrainingJobStatus, current: list[Pod]) -> None:
-        counts = {t: ReplicaStatus() for t in REPLICA_TYPES if t in job.spec.replica_specs}
-        for pod in current:
-            replica = replica_of(pod)
-            if replica is None or replica[0] not in counts:
-                continue
-            rs = counts[replica[0]]
-            p = phase(pod)
-            if p == "Succeeded":
-                rs.succeeded += 1
-            elif p == "Failed":
-                rs.failed += 1
-            else:
-                rs.active += 1
-        status.replica_statuses = counts
+        status.replica_statuses = replica_counts(job, current)
 
     async def _write_status(self, job: TrainingJob, status: TrainingJobStatus) -> None:
         if job.status == status:

@@ -17,9 +17,12 @@ pod DNS records are served.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from kray.api import set_controller_reference
 from kray.crds.core import ConfigMap, Pod, Service, ServiceSpec
 from kray.crds.core.container import ContainerPort, EnvVar, EnvVarSource, KeySelector, ObjectFieldSelector
+from kray.crds.core.pod import ContainerStateTerminated
 from kray.crds.core.service import ServicePort
 from kray.crds.meta import ObjectMeta
 from kray.crds.scheduling import POD_GROUP_LABEL, PodGroup, PodGroupSpec
@@ -29,12 +32,16 @@ from kray.crds.training import (
     MASTER,
     REPLICA_INDEX_LABEL,
     REPLICA_TYPE_LABEL,
+    REPLICA_TYPES,
     WORKER,
+    ReplicaStatus,
     TrainingJob,
+    TrainingJobStatus,
     main_container,
 )
 
 MASTER_ADDR_KEY = "MASTER_ADDR"
+_NEVER = datetime.max.replace(tzinfo=timezone.utc)  # sorts a failure with no finish time last
 MASTER_PORT_NAME = "tj-master"
 # torchrun's own environment names (PET_ = "PyTorch Elastic Training"), so `torchrun` with no
 # flags picks the topology up, plus the plain torch.distributed env:// names.
@@ -189,6 +196,17 @@ def replica_of(pod: Pod) -> tuple[str, int] | None:
     return (rtype, index) if rtype is not None else None
 
 
+def unschedulable_reason(pod: Pod) -> str | None:
+    """What the scheduler said about a pod it could not place (its PodScheduled=False
+    condition), or None for a pod that is bound or not yet tried."""
+    if pod.spec.node_name:
+        return None
+    cond = pod.status.condition("PodScheduled") if pod.status else None
+    if cond is None or cond.status != "False":
+        return None
+    return f"{cond.reason or 'Unschedulable'}: {cond.message or 'no reason given'}"
+
+
 def attempt_of(pod: Pod) -> int | None:
     try:
         return int((pod.metadata.labels or {}).get(ATTEMPT_LABEL, ""))
@@ -196,8 +214,8 @@ def attempt_of(pod: Pod) -> int | None:
         return None
 
 
-def exit_code(job: TrainingJob, pod: Pod) -> int | None:
-    """The exit code of the replica's main container (None when it never terminated)."""
+def _termination(job: TrainingJob, pod: Pod) -> ContainerStateTerminated | None:
+    """How the replica ended: its main container's termination, or a sidecar's that failed."""
     rtype = (replica_of(pod) or (MASTER, 0))[0]
     rs = job.spec.replica_specs.get(rtype)
     main = main_container(rs.template).name if rs is not None else None
@@ -206,5 +224,59 @@ def exit_code(job: TrainingJob, pod: Pod) -> int | None:
     for cs in ordered:
         term = cs.state.terminated if cs.state else None
         if term is not None and (term.exit_code != 0 or cs.name == main):
-            return term.exit_code
+            return term
     return None
+
+
+def exit_code(job: TrainingJob, pod: Pod) -> int | None:
+    """The exit code of the replica's main container (None when it never terminated)."""
+    term = _termination(job, pod)
+    return term.exit_code if term is not None else None
+
+
+def first_failed(job: TrainingJob, failed: list[Pod]) -> Pod:
+    """The failure that caused the others: when one rank dies the rest of the gang fail right
+    after it (their collective calls lose a peer), so the earliest to finish is the cause, and
+    within the same second (the kubelet's precision) one killed by a signal (128+: SIGKILL,
+    OOM) rather than one that exited with an error of its own."""
+
+    def key(pod: Pod) -> tuple[datetime, bool, str]:
+        term = _termination(job, pod)
+        at = term.finished_at if term is not None and term.finished_at is not None else _NEVER
+        return at, not (term is not None and term.exit_code >= 128), pod.name
+
+    return min(failed, key=key)
+
+
+def phase(pod: Pod) -> str:
+    return (pod.status.phase if pod.status else None) or "Pending"
+
+
+def replica_counts(job: TrainingJob, pods: list[Pod]) -> dict[str, ReplicaStatus]:
+    """Active (pending or running), succeeded and failed pods per replica type."""
+    counts = {t: ReplicaStatus() for t in REPLICA_TYPES if t in job.spec.replica_specs}
+    for pod in pods:
+        replica = replica_of(pod)
+        if replica is None or replica[0] not in counts:
+            continue
+        rs, p = counts[replica[0]], phase(pod)
+        if p == "Succeeded":
+            rs.succeeded += 1
+        elif p == "Failed":
+            rs.failed += 1
+        else:
+            rs.active += 1
+    return counts
+
+
+def settle_counts(status: TrainingJobStatus, *, succeeded: bool, stopped: bool) -> None:
+    """The counts at the verdict, when cleanPodPolicy (Running/All) is about to stop the ranks
+    still active (``stopped``): they never report again, so they are settled now, as succeeded
+    when the job succeeded (Kubeflow's rule: the Master's success is every rank's) and as no
+    longer active when it failed. With None they run on, and later passes count them."""
+    if not stopped:
+        return
+    for rs in (status.replica_statuses or {}).values():
+        if succeeded:
+            rs.succeeded += rs.active
+        rs.active = 0

@@ -49,6 +49,9 @@ class DnsActor:
             finally:
                 await self.core.stop()
 
+    def ready(self) -> bool:
+        return self.address() is not None
+
     def address(self) -> tuple[str, int] | None:
         return self.core.address if self.core is not None and self.core._transport is not None else None
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from dataclasses import dataclass, field
 
 from dnslib import CNAME, QTYPE, RCODE, RR, A, DNSRecord  # type: ignore[import-untyped]
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DOMAIN = "cluster.local"
 TTL = 5  # short: a Service deleted and recreated gets a new IP
+IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)  # Linux; not exported by every Python build
 
 
 @dataclass
@@ -130,6 +132,24 @@ class DnsServer(asyncio.DatagramProtocol):
         return bytes(reply.pack())
 
 
+def bind_udp(host: str, port: int) -> socket.socket:
+    """A UDP socket on ``host:port``, bound even while ``host`` is not (yet) a local address.
+
+    The node's DNS address is its pod bridge's gateway, and the bridge appears with the node's
+    first pod: IP_FREEBIND lets the server start first and answer once the address is there.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class DnsCore:
     """Informers + records + the UDP endpoint on ``host:port`` (port 0: any free port)."""
 
@@ -159,7 +179,7 @@ class DnsCore:
         self.endpoints.start()
         ok = await self.services.wait_for_sync(sync_timeout) and await self.endpoints.wait_for_sync(sync_timeout)
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: self.server, local_addr=(self.host, self.port))
+        transport, _ = await loop.create_datagram_endpoint(lambda: self.server, sock=bind_udp(self.host, self.port))
         self._transport = transport
         self.port = transport.get_extra_info("sockname")[1]
         return ok

@@ -83,11 +83,13 @@ class ControllerActor:
         renew_deadline: float = 10.0,
         retry_period: float = 2.0,
         lease_namespace: str = LEASE_NAMESPACE,
+        setup_options: dict[str, Any] | None = None,
     ) -> None:
         import kray.crds  # noqa: F401  (registers the built-in kinds)
 
         self.name = name
         self.spec = spec
+        self.setup_options = dict(setup_options or {})
         self.config = config
         self.leader_elect = leader_elect
         self.identity = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -126,7 +128,11 @@ class ControllerActor:
 
         async with AsyncClient(self.config) as client:
             manager = Manager(ClientListWatcher(client), client, name=self.name)
-            resolve_spec(self.spec)(manager)
+            build = resolve_spec(self.spec)
+            if self.setup_options:  # only when given: a plain ``build(manager)`` keeps working
+                build(manager, **self.setup_options)  # type: ignore[call-arg]
+            else:
+                build(manager)
             self.manager = manager
             if not self.leader_elect:
                 await manager.run()
@@ -194,7 +200,8 @@ def deploy_controller(
     """Create (or find) ``replicas`` detached controller actors in Ray namespace ``kray``.
 
     ``options`` go to ``ControllerActor`` (lease_duration, renew_deadline, retry_period,
-    lease_namespace). The spec is resolved here first, so a typo fails now, not in an actor.
+    lease_namespace, and ``setup_options``: keyword arguments for a ``build(manager, **options)``).
+    The spec is resolved here first, so a typo fails now, not in an actor.
     ``runtime_env`` is Ray's, for the actors only (pip packages, env vars, a remote working_dir
     URI); a local folder can only be shipped for the whole job: ``ray.init(runtime_env=...)``,
     whose actors inherit it (what ``kray controller run --path`` does).

@@ -124,6 +124,10 @@ class KubeletActor:
 
                 self.kcfg.node_ip = ray.util.get_node_ip_address()
         self.kcfg.ephemeral_storage_dir = self.kcfg.ephemeral_storage_dir or str(self.node_dir)
+        if not self.kcfg.log_port:  # 0: any free port (several kubelets share a host); the Node says which
+            from kray.etcd_server import free_port
+
+            self.kcfg.log_port = free_port()
         self.runtime_proc: subprocess.Popen[str] | None = None
         if not runtime_alive(self.socket):
             self.runtime_proc = start_runtime(self.socket, self.state, pod_cidr, runtime_args)
@@ -173,11 +177,21 @@ class KubeletActor:
             volumes = VolumeManager(self.state / "pods")  # the runtime service's own volume root
             self.kubelet = Kubelet(self.node_name, client, cri, volumes, devices, config=self.kcfg)
             logs = asyncio.create_task(serve_logs(self.kubelet, self.kcfg.log_host, self.kcfg.log_port))
+            device_sync = None
+            if devices is not None:  # NodeDevices, GPU node labels, GPU health on Pods
+                from kray.deviceplugins.actor import fetch_inventory
+                from kray.deviceplugins.nodesync import attach
+
+                device_sync = asyncio.create_task(
+                    attach(self.kubelet, devices, lambda: fetch_inventory(self.node_name)).run()
+                )
             self._started.set()
             try:
                 await self.kubelet.run()
             finally:
                 logs.cancel()
+                if device_sync is not None:
+                    device_sync.cancel()
                 if devices is not None:
                     devices.stop()
 
@@ -199,6 +213,14 @@ class KubeletActor:
         """`kray down` for this node: stop the kubelet, remove every pod sandbox (and so every
         container, netns, veth and cgroup of the pods), stop the runtime service, drop the bridge."""
         self.stop()
+        if self.device_plugin_dir:  # the node's devices go with it: plugin and NodeDevices
+            from kray.deviceplugins.actor import stop_plugin
+            from kray.deviceplugins.nodesync import delete_node_devices
+
+            with contextlib.suppress(Exception):
+                stop_plugin(self.node_name)
+            with contextlib.suppress(Exception):
+                run_sync(delete_node_devices(self.config, self.node_name))
         removed = 0
         if runtime_alive(self.socket):
             removed = run_sync(_remove_all_sandboxes(self.socket))

@@ -282,7 +282,9 @@ class FakeDevices:
     def allocatable(self) -> dict[str, int]:
         return self.capacity()
 
-    def allocate(self, pod_uid: str, container: str, resource: str, count: int) -> Any:
+    def allocate(
+        self, pod_uid: str, container: str, resource: str, count: int, requested: list[str] | None = None
+    ) -> Any:
         from kray.deviceplugins.checkpoint import ContainerDevices
 
         held = self.allocations.setdefault((pod_uid, container), {})
@@ -293,7 +295,9 @@ class FakeDevices:
                 from kray.deviceplugins.manager import InsufficientDevicesError
 
                 raise InsufficientDevicesError(f"insufficient {resource}: requested {count}, {len(free)} free")
-            held[resource] = free[:count]
+            # As the real manager: the scheduler's choice when it is all free, else the first free.
+            ok = requested is not None and len(requested) == count and set(requested) <= set(free)
+            held[resource] = list(requested) if ok and requested is not None else free[:count]
         ids = held[resource]
         return ContainerDevices(resource, ids, envs={"NVIDIA_VISIBLE_DEVICES": ",".join(ids)})
 

@@ -62,6 +62,8 @@ class Kubelet:
         self.pleg: dict[str, tuple[tuple[str, int], ...]] = {}
         self.pod_ips: dict[str, str] = {}
         self.errors: dict[str, str] = {}  # subsystem -> last error (for status())
+        # Extra Pod conditions from node subsystems (GPU health: deviceplugins.nodesync).
+        self.condition_sources: list[Callable[[Pod], list[dict[str, Any]]]] = []
         self._stopped = asyncio.Event()
 
     # --- pod cache --------------------------------------------------------------------------
@@ -192,6 +194,11 @@ class Kubelet:
         old = pod.status.to_dict() if pod.status else {}
         now = old.get("startTime") or self.clock.now().isoformat().replace("+00:00", "Z")
         conds = podstatus.conditions(pod, rp, apps, phase)
+        for source in self.condition_sources:
+            try:
+                conds += source(pod)
+            except Exception as exc:  # a failing source must not stop status updates
+                log.warning("pod %s: condition source failed: %r", uid, exc)
         podstatus.merge_transition_times(
             old.get("conditions"), conds, self.clock.now().isoformat().replace("+00:00", "Z")
         )

@@ -19,9 +19,11 @@ import grpc
 from kray.actors.framework.ports import Clock
 from kray.crds import Pod
 from kray.crds.core.container import Container
+from kray.deviceplugins.hints import requested_devices
 from kray.runtime.cri import api_pb2 as pb
 
 from . import podstatus
+from .dns import pod_dns_config
 from .envvars import ContainerConfigError, EnvContext, build_env, command_line
 from .ports import (
     ANN_GRACE,
@@ -259,13 +261,17 @@ class PodSyncer:
         hostname = spec.hostname or md.name or ""
         if spec.host_network:
             hostname = ""  # the node's own
-        return pb.PodSandboxConfig(
+        config = pb.PodSandboxConfig(
             metadata=pb.PodSandboxMetadata(name=md.name, namespace=md.namespace, uid=md.uid, attempt=attempt),
             hostname=hostname,
             labels=labels,
             annotations=dict(md.annotations or {}),
             linux=pb.LinuxPodSandboxConfig(security_context=pb.LinuxSandboxSecurityContext(namespace_options=nso)),
         )
+        dns = pod_dns_config(pod, self.config)
+        if dns is not None:
+            config.dns_config.CopyFrom(dns)
+        return config
 
     async def _new_sandbox(self, pod: Pod, rp: RuntimePod) -> None:
         attempt = rp.sandboxes[0].metadata.attempt + 1 if rp.sandboxes else 0
@@ -296,7 +302,8 @@ class PodSyncer:
         if extra and self.devices is not None:
             for resource, count in extra.items():
                 try:
-                    got = await asyncio.to_thread(self.devices.allocate, uid, c.name, resource, count)
+                    chosen = requested_devices(pod, c.name, resource) if kind == "app" else None
+                    got = await asyncio.to_thread(self.devices.allocate, uid, c.name, resource, count, chosen)
                 except Exception as exc:
                     raise ContainerConfigError(f"allocating {resource}: {exc}") from exc
                 env.update(got.envs)

@@ -125,7 +125,11 @@ class DevicePort(Protocol):
 
     def allocatable(self) -> dict[str, int]: ...
 
-    def allocate(self, pod_uid: str, container: str, resource: str, count: int) -> Any: ...
+    def allocate(
+        self, pod_uid: str, container: str, resource: str, count: int, requested: list[str] | None = None
+    ) -> Any:
+        """``requested``: the scheduler's devices (``kray.io/gpu-devices``), taken when free."""
+        ...
 
     def free_pod(self, pod_uid: str) -> list[str]: ...
 
@@ -158,3 +162,7 @@ class KubeletConfig:
     image_backoff_initial: float = 10.0
     runtime_handler: str = ""
     default_grace: int = 30
+    # Pods with dnsPolicy ClusterFirst resolve through these (the node's cluster DNS server);
+    # empty: they get the node's own resolv.conf, as with dnsPolicy Default.
+    cluster_dns: list[str] = field(default_factory=list)
+    cluster_domain: str = "cluster.local"

@@ -46,11 +46,16 @@ class RayDeployer:
         kubelet_root: str | None = None,
         proxy_options: dict[str, Any] | None = None,
         device_plugin_dir: str | None = None,
+        kubelet_options: dict[str, Any] | None = None,
+        dns_port: int = 53,
     ) -> None:
         self.config = config
         self.kubelet_root = kubelet_root
-        self.proxy_options = dict(proxy_options or {})
+        # Every node keeps its host-gw routes unless told otherwise.
+        self.proxy_options = {"routes": True, **(proxy_options or {})}
         self.device_plugin_dir = device_plugin_dir
+        self.kubelet_options = dict(kubelet_options or {})  # KubeletConfig fields (lease_period...)
+        self.dns_port = dns_port
 
     def _plugin_dir(self) -> str:
         from kray.deviceplugins.nvidia import DEFAULT_PLUGIN_DIR
@@ -61,13 +66,33 @@ class RayDeployer:
         from kray.actors.kubelet.actor import deploy_kubelet
         from kray.actors.kubelet.ports import KubeletConfig
 
-        kcfg = KubeletConfig(pod_cidr=plan.pod_cidr, node_ip=plan.node_ip, labels=dict(plan.labels), cpu=plan.cpu)
+        kcfg = KubeletConfig(
+            pod_cidr=plan.pod_cidr,
+            node_ip=plan.node_ip,
+            labels=dict(plan.labels),
+            cpu=plan.cpu,
+            # The log endpoint on the node's own address, any free port (the Node says which):
+            # several kubelets may share a machine.
+            log_host=plan.node_ip or "127.0.0.1",
+            log_port=0,
+            cluster_dns=[plan.dns_ip] if plan.dns_ip else [],
+            **self.kubelet_options,
+        )
         extra: dict[str, Any] = {"kubelet_config": kcfg}
-        if self.kubelet_root:
-            extra["root"] = self.kubelet_root
+        root = plan.root or self.kubelet_root
+        if root:
+            extra["root"] = root
+        if plan.net_prefix:
+            extra["runtime_args"] = ["--bridge", f"{plan.net_prefix}0", "--prefix", plan.net_prefix]
         if plan.gpus:
             extra["device_plugin_dir"] = self._plugin_dir()
         deploy_kubelet(self.config, plan.node_id, plan.node_name, plan.pod_cidr, **extra)
+
+    def deploy_dns(self, plan: NodePlan) -> None:
+        from kray.actors.dns.actor import deploy_dns
+
+        assert plan.dns_ip
+        deploy_dns(self.config, plan.node_id, plan.node_name, plan.dns_ip, self.dns_port)
 
     def deploy_proxy(self, plan: NodePlan) -> None:
         from kray.actors.proxy.actor import deploy_proxy
@@ -83,11 +108,13 @@ class RayDeployer:
         """Kill the node's named actors so a node coming back under this name starts afresh."""
         import ray
 
+        from kray.actors.dns.actor import actor_name as dns_name
         from kray.actors.kubelet.actor import actor_name as kubelet_name
         from kray.actors.proxy.actor import actor_name as proxy_name
         from kray.deviceplugins.actor import actor_name as gpu_name
 
-        for name in (kubelet_name(node_name), proxy_name(node_name), gpu_name(node_name)):
+        names = (kubelet_name(node_name), proxy_name(node_name), dns_name(node_name), gpu_name(node_name))
+        for name in names:
             with contextlib.suppress(Exception):  # ValueError: no such actor
                 ray.kill(ray.get_actor(name, namespace=RAY_NAMESPACE), no_restart=True)
 
@@ -132,7 +159,12 @@ class NodeAgentActor:
 
         opts = self.options
         deployer = RayDeployer(
-            self.config, opts.get("kubelet_root"), opts.get("proxy_options"), opts.get("device_plugin_dir")
+            self.config,
+            opts.get("kubelet_root"),
+            opts.get("proxy_options"),
+            opts.get("device_plugin_dir"),
+            opts.get("kubelet_options"),
+            int(opts.get("dns_port", 53)),
         )
         async with AsyncClient(self.config) as client:
             self.agent = NodeAgent(
@@ -144,6 +176,8 @@ class NodeAgentActor:
                 grace_period=float(opts.get("grace_period", 300.0)),
                 autoscale_interval=float(opts.get("autoscale_interval", 10.0)),
                 period=float(opts.get("period", 2.0)),
+                dns=bool(opts.get("dns", True)),
+                exclude_node_ids=frozenset(opts.get("exclude_node_ids") or ()),
             )
             await self.agent.run()
 
@@ -164,7 +198,10 @@ def deploy_node_agent(config: KrayConfig, **options: Any) -> Any:
 
     ``options``: ``grace_period`` (seconds before a departed node's Node is deleted, default
     300), ``autoscale`` (default True), ``autoscale_interval`` (default 10), ``period`` (default 2),
-    ``kubelet_root``, ``proxy_options`` (for ``deploy_proxy``), ``device_plugin_dir``.
+    ``kubelet_root``, ``kubelet_options`` (``KubeletConfig`` fields), ``proxy_options`` (for
+    ``deploy_proxy``; ``routes`` defaults to True), ``device_plugin_dir``, ``dns`` (a DNS server
+    per node, default True), ``dns_port`` (53), ``exclude_node_ids`` (Ray nodes to leave alone:
+    `kray up --no-kubelet` keeps its head a control-plane-only machine).
     """
     import ray
 

@@ -22,6 +22,7 @@ After a restart the agent rebuilds everything from Ray and the API: deploying is
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
 from decimal import Decimal
@@ -38,6 +39,10 @@ from .ports import Api, Autoscaler, Deployer, Membership, NodePlan, RayNode
 log = logging.getLogger(__name__)
 
 NODE_NAME_LABEL = "kray.io/node-name"  # a Ray label naming the node (``ray start --labels``)
+# Per-node settings, as a Ray label of the node or an annotation of its Node (which wins):
+NET_PREFIX_KEY = "kray.io/net-prefix"  # the node's bridge/netns/veth names start with this
+NODE_ROOT_KEY = "kray.io/node-root"  # the node's state folder (pods, images, CRI socket)
+SETTING_KEYS = (NET_PREFIX_KEY, NODE_ROOT_KEY)
 NODE_NAME_RESOURCE = "kray.io/node-name:"  # or a custom resource "kray.io/node-name:<name>"
 RAY_NODE_ID_LABEL = "kray.io/ray-node-id"
 RESOURCE_LABEL_PREFIX = "resources.kray.io/"
@@ -73,6 +78,29 @@ def node_name_for(node: RayNode) -> str:
     return f"{_dns_name(node.hostname or 'node')}-{node.node_id[:8].lower()}"
 
 
+def node_setting(key: str, member: RayNode, node: Node | None) -> str | None:
+    """A per-node setting: the Node's annotation (written by `kray up` for its own node), else
+    the Ray node's label, else None (the agent's default)."""
+    annotations = (node.metadata.annotations or {}) if node is not None else {}
+    return annotations.get(key) or member.labels.get(key) or None
+
+
+def bound_names(nodes: dict[str, Node]) -> dict[str, str]:
+    """Ray node id -> the name of the Node bound to it (by the ``kray.io/ray-node-id`` label): a
+    node keeps its name whatever its Ray labels say later, and `kray up` names its own node so."""
+    out: dict[str, str] = {}
+    for name, node in nodes.items():
+        node_id = (node.metadata.labels or {}).get(RAY_NODE_ID_LABEL)
+        if node_id and node.metadata.deletion_timestamp is None:
+            out.setdefault(node_id, name)
+    return out
+
+
+def gateway_of(cidr: str) -> str:
+    """The pod bridge's address: the first host of the podCIDR (as the runtime's IPAM has it)."""
+    return str(next(ipaddress.ip_network(cidr, strict=False).hosts()))
+
+
 def _label_ok(key: str, value: str) -> bool:
     return not is_qualified_name(key) and not is_valid_label_value(value)
 
@@ -85,8 +113,8 @@ def node_labels(node: RayNode) -> dict[str, str]:
     """Node labels from the Ray node: its id, the user's labels, custom resources as hints."""
     labels = {RAY_NODE_ID_LABEL: node.node_id}
     for key, value in node.labels.items():
-        if key.startswith("ray.io/") or key == NODE_NAME_LABEL:
-            continue  # Ray's own (node id, market type...) or the name itself
+        if key.startswith("ray.io/") or key == NODE_NAME_LABEL or key in SETTING_KEYS:
+            continue  # Ray's own (node id, market type...), the name itself, node settings
         if _label_ok(key, value):
             labels[key] = value
     for res, amount in node.resources.items():
@@ -147,9 +175,13 @@ class NodeAgent:
         grace_period: float = 300.0,
         autoscale_interval: float = 10.0,
         period: float = 2.0,
+        dns: bool = True,
+        exclude_node_ids: frozenset[str] | set[str] = frozenset(),
     ) -> None:
         self.api, self.membership, self.deployer, self.autoscaler = api, membership, deployer, autoscaler
         self.clock = clock
+        self.dns = dns  # a DNS server on every node, on its pod bridge's gateway address
+        self.exclude_node_ids = frozenset(exclude_node_ids)  # Ray nodes that run no kray node
         self.grace_period = grace_period
         self.autoscale_interval = autoscale_interval
         self.period = period
@@ -161,15 +193,16 @@ class NodeAgent:
     # ---- one pass -----------------------------------------------------------------------------
 
     async def step(self) -> None:
+        nodes = {n.name: n for n in (await self.api.list(Node)).items}
+        bound = bound_names(nodes)
         alive: dict[str, RayNode] = {}
         for member in self.membership.nodes():
-            if member.alive:
-                name = node_name_for(member)
+            if member.alive and member.node_id not in self.exclude_node_ids:
+                name = bound.get(member.node_id) or node_name_for(member)
                 if name in alive:
                     log.warning("ray nodes %s and %s both want node name %s", alive[name].node_id, member.node_id, name)
                     continue
                 alive[name] = member
-        nodes = {n.name: n for n in (await self.api.list(Node)).items}
         for name, member in alive.items():
             self.gone_since.pop(name, None)
             try:
@@ -223,13 +256,20 @@ class NodeAgent:
             labels=labels,
             cpu=_number(member.resources["CPU"]) if member.resources.get("CPU") else None,
             gpus=member.gpus,
+            net_prefix=node_setting(NET_PREFIX_KEY, member, node),
+            root=node_setting(NODE_ROOT_KEY, member, node),
+            dns_ip=gateway_of(cidr) if self.dns else None,
         )
+        # DNS first: the kubelet's pods point at it from their start.
+        if plan.dns_ip:
+            self.deployer.deploy_dns(plan)
         self.deployer.deploy_kubelet(plan)
         self.deployer.deploy_proxy(plan)
         if plan.gpus:
             self.deployer.deploy_gpu_plugin(plan)
         self.deployed[name] = member.node_id
-        log.info("node %s: kubelet and proxy%s deployed", name, " and GPU plugin" if plan.gpus else "")
+        extra = "".join([", DNS" if plan.dns_ip else "", ", GPU plugin" if plan.gpus else ""])
+        log.info("node %s: kubelet, proxy%s deployed", name, extra)
 
     # ---- leaving ----------------------------------------------------------------------------
 

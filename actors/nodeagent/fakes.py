@@ -6,6 +6,8 @@ from dataclasses import dataclass, field, replace
 
 from .ports import NodePlan, RayNode
 
+KINDS = ("kubelet", "proxy", "dns", "gpu")
+
 
 @dataclass
 class FakeMembership:
@@ -45,13 +47,16 @@ class FakeDeployer:
     def deploy_gpu_plugin(self, plan: NodePlan) -> None:
         self._deploy("gpu", plan)
 
+    def deploy_dns(self, plan: NodePlan) -> None:
+        self._deploy("dns", plan)
+
     def remove(self, node_name: str) -> None:
         self.calls.append(("remove", node_name))
-        for kind in ("kubelet", "proxy", "gpu"):
+        for kind in KINDS:
             self.actors.pop(f"{kind}-{node_name}", None)
 
     def kinds(self, node_name: str) -> set[str]:
-        return {k for k in ("kubelet", "proxy", "gpu") if f"{k}-{node_name}" in self.actors}
+        return {k for k in KINDS if f"{k}-{node_name}" in self.actors}
 
 
 @dataclass

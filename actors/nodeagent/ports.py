@@ -37,6 +37,11 @@ class NodePlan:
     labels: dict[str, str] = field(default_factory=dict)
     cpu: str | None = None  # capacity hint from the Ray node's CPU resource
     gpus: int = 0
+    # The node's own pod network names (bridge ``<prefix>0``, netns/veths ``<prefix>...``) and
+    # state folder; None: the deployer's defaults. Several nodes on one machine need their own.
+    net_prefix: str | None = None
+    root: str | None = None
+    dns_ip: str | None = None  # where the node's DNS server listens and its pods look; None: no DNS
 
 
 class Membership(Protocol):
@@ -53,6 +58,8 @@ class Deployer(Protocol):
     def deploy_proxy(self, plan: NodePlan) -> None: ...
 
     def deploy_gpu_plugin(self, plan: NodePlan) -> None: ...
+
+    def deploy_dns(self, plan: NodePlan) -> None: ...
 
     def remove(self, node_name: str) -> None:
         """Drop the node's actors (best effort: the node is gone, so they mostly are too)."""

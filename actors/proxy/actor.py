@@ -33,6 +33,7 @@ class ProxyActor:
 
         self.config, self.node_name, self.options = config, node_name, dict(options or {})
         self.core: Any = None
+        self.routes: Any = None
         self._runner = LoopThread(self._serve, actor_name(node_name))
 
     async def _serve(self) -> None:
@@ -44,13 +45,26 @@ class ProxyActor:
 
         async with AsyncClient(self.config) as client:
             opts = dict(self.options)
-            nft = NftCli(netns=opts.pop("netns", None))
+            netns = opts.pop("netns", None)
+            with_routes = bool(opts.pop("routes", False))
+            nft = NftCli(netns=netns)
             self.core = ProxyCore(ClientListWatcher(client), nft, self.node_name, **opts)
+            if with_routes:
+                from kray.runtime.routes import NetlinkRouteTable
+
+                from .routeloop import RouteLoop
+
+                self.routes = RouteLoop(ClientListWatcher(client), NetlinkRouteTable(netns=netns), self.node_name)
             try:
+                if self.routes is not None:
+                    await self.routes.start(sync_timeout=None)
                 await self.core.start(sync_timeout=None)
                 await asyncio.Event().wait()
             finally:
-                await self.core.stop()  # cancellation lands here: the table goes with the actor
+                # Cancellation lands here: the table and the routes go with the actor.
+                await self.core.stop()
+                if self.routes is not None:
+                    await self.routes.stop()
 
     def ready(self) -> bool:
         return self.core is not None and self.core.applied is not None
@@ -63,6 +77,8 @@ class ProxyActor:
             "syncs": core.syncs if core else 0,
             "errors": core.errors if core else 0,
             "services": len(core.applied.services) if core and core.applied else 0,
+            "route_syncs": self.routes.syncs if self.routes is not None else None,
+            "route_errors": self.routes.errors if self.routes is not None else None,
             "error": self._runner.error,
         }
 
@@ -74,7 +90,8 @@ def deploy_proxy(config: KrayConfig, node_id: str, node_name: str, **options: An
     """Create (or find) the detached proxy actor for one node, pinned to that Ray node.
 
     ``options`` go to ``ProxyCore`` (table, masquerade_all, mark, min_sync_interval,
-    resync_period) plus ``netns`` (program a named network namespace instead of the node's).
+    resync_period) plus ``netns`` (program a named network namespace instead of the node's) and
+    ``routes`` (also keep the node's host-gw routes to other nodes' podCIDRs, ``RouteLoop``).
     """
     remote_cls = ray.remote(ProxyActor)
     return remote_cls.options(  # type: ignore[attr-defined]

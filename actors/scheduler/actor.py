@@ -36,11 +36,13 @@ class SchedulerShardActor:
         config: KrayConfig,
         etcd_endpoint: str | None = None,
         profile: dict[str, Any] | None = None,
+        scheduler_config: dict[str, Any] | None = None,
     ) -> None:
         import kray.crds  # noqa: F401  (registers the built-in kinds)
 
         self.index, self.count = index, count
         self.config, self.etcd_endpoint, self.profile = config, etcd_endpoint, profile
+        self.scheduler_config = scheduler_config  # a KubeSchedulerConfiguration dict: its profiles
         self.core: Any = None
         self._runner = LoopThread(self._serve, actor_name(index))
 
@@ -49,6 +51,7 @@ class SchedulerShardActor:
         from kray.client.aio import AsyncClient
 
         from .binder import ApiBinder
+        from .config import load_scheduler_config
         from .evictor import ApiEvictor
         from .profile import Profile
         from .reporter import ApiStatusReporter
@@ -72,10 +75,12 @@ class SchedulerShardActor:
                 pods=lw,
                 nodes=lw,
                 pod_groups=lw,
+                node_devices=lw,
                 binder=ApiBinder(client),
                 reporter=reporter,
                 evictor=ApiEvictor(client, reporter),
                 profile=Profile.from_dict(self.profile) if self.profile else None,
+                profiles=load_scheduler_config(self.scheduler_config) if self.scheduler_config else None,
             )
             try:
                 await self.core.run()
@@ -101,6 +106,10 @@ class SchedulerShardActor:
         stats = self._call(lambda: self.core.stats()) or {}
         return {**stats, "error": self._runner.error}
 
+    def settings(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """(profile, scheduler_config) this shard was created with."""
+        return self.profile, self.scheduler_config
+
     def reshard(self, count: int) -> None:
         self.count = count
         self._call(lambda: self.core.reshard(count))
@@ -114,11 +123,14 @@ def deploy_scheduler(
     shards: int,
     etcd_endpoint: str | None = None,
     profile: dict[str, Any] | None = None,
+    scheduler_config: dict[str, Any] | None = None,
 ) -> list[Any]:
     """Create (or find) ``shards`` detached actors ``kray-scheduler-<i>`` in Ray namespace ``kray``.
 
     Existing shards are told the new count (their pending pods re-hash to the new owners);
-    shards beyond the count are retired.
+    shards beyond the count are retired. A shard running another profile or scheduler config
+    is replaced (Ray restarts an actor with its creation arguments, so telling it is not enough);
+    the new one rebuilds from list + watch like any restarted shard.
     """
     if shards < 1:
         raise ValueError("shards must be >= 1")
@@ -126,9 +138,14 @@ def deploy_scheduler(
         from .profile import Profile
 
         Profile.from_dict(profile)  # a bad profile fails here, not in an actor
+    if scheduler_config:
+        from .config import load_scheduler_config
+
+        load_scheduler_config(scheduler_config)  # SchedulerConfigError names the bad field
     remote_cls = ray.remote(SchedulerShardActor)
-    handles = [
-        remote_cls.options(  # type: ignore[attr-defined]
+
+    def create(i: int) -> Any:
+        return remote_cls.options(  # type: ignore[attr-defined]
             name=actor_name(i),
             namespace=RAY_NAMESPACE,
             lifetime="detached",
@@ -137,9 +154,15 @@ def deploy_scheduler(
             get_if_exists=True,
             num_cpus=0,
             max_concurrency=4,
-        ).remote(i, shards, config, etcd_endpoint, profile)
-        for i in range(shards)
-    ]
+        ).remote(i, shards, config, etcd_endpoint, profile, scheduler_config)
+
+    handles = [create(i) for i in range(shards)]
+    wanted = (profile, scheduler_config)
+    for i, current in enumerate(ray.get([h.settings.remote() for h in handles])):  # type: ignore[attr-defined]
+        if tuple(current) != wanted:
+            ray.kill(handles[i], no_restart=True)
+            _wait_for_name_release(actor_name(i))
+            handles[i] = create(i)
     ray.get([h.reshard.remote(shards) for h in handles])  # type: ignore[attr-defined]
     for i in range(shards, MAX_SHARDS):
         try:
@@ -148,3 +171,17 @@ def deploy_scheduler(
             break
         ray.kill(surplus, no_restart=True)
     return handles
+
+
+def _wait_for_name_release(name: str, timeout: float = 30.0) -> None:
+    """A killed detached actor's name is free only once the GCS has it dead."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            ray.get_actor(name, namespace=RAY_NAMESPACE)
+        except ValueError:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"actor {name} still registered {timeout}s after it was killed")

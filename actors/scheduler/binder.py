@@ -7,6 +7,7 @@ scheduler unreserve the pod and requeue it with back-off.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from kray.crds import Pod
@@ -27,10 +28,12 @@ class RequestSender(Protocol):
     async def request(self, req: Request) -> dict[str, Any]: ...
 
 
-def binding_body(pod: Pod, node_name: str) -> dict:
-    meta = {"name": pod.metadata.name, "namespace": pod.metadata.namespace or "default"}
+def binding_body(pod: Pod, node_name: str, annotations: Mapping[str, str] | None = None) -> dict:
+    meta: dict[str, Any] = {"name": pod.metadata.name, "namespace": pod.metadata.namespace or "default"}
     if pod.metadata.uid:
         meta["uid"] = pod.metadata.uid  # a pod re-created under the same name is not ours to bind
+    if annotations:
+        meta["annotations"] = dict(annotations)  # the API server copies them onto the pod
     return {"apiVersion": "v1", "kind": "Binding", "metadata": meta, "target": {"kind": "Node", "name": node_name}}
 
 
@@ -39,19 +42,22 @@ class ApiBinder:
         self.client = client
         self.conflicts = 0
 
-    async def bind(self, pod: Pod, node_name: str) -> Status:
+    async def bind(self, pod: Pod, node_name: str, annotations: Mapping[str, str] | None = None) -> Status:
         ns = pod.metadata.namespace or "default"
         path = f"/api/v1/namespaces/{ns}/pods/{pod.metadata.name}/binding"
-        return await self._post(path, binding_body(pod, node_name))
+        return await self._post(path, binding_body(pod, node_name, annotations))
 
-    async def bind_gang(self, pairs: list[tuple[Pod, str]]) -> Status:
+    async def bind_gang(self, pairs: list[tuple[Pod, str, dict[str, str]]]) -> Status:
         """All members of one PodGroup in one request, committed in one transaction (or none)."""
         from kray.crds.scheduling import POD_GROUP_LABEL, PodGroup
 
         first = pairs[0][0]
         ns, group = first.metadata.namespace or "default", (first.metadata.labels or {})[POD_GROUP_LABEL]
         path = f"/apis/{PodGroup.GROUP}/{PodGroup.VERSION}/namespaces/{ns}/podgroups/{group}/binding"
-        items = [{"podName": p.metadata.name, "podUID": p.metadata.uid, "node": n} for p, n in pairs]
+        items = [
+            {"podName": p.metadata.name, "podUID": p.metadata.uid, "node": n, **({"annotations": a} if a else {})}
+            for p, n, a in pairs
+        ]
         body = {"apiVersion": f"{PodGroup.GROUP}/{PodGroup.VERSION}", "kind": "PodGroupBinding", "bindings": items}
         return await self._post(path, body)
 

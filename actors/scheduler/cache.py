@@ -11,12 +11,14 @@ dirty nodes, so a cycle costs O(changes), not O(nodes), at 5,000 nodes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from kray.crds import Node, Pod
 from kray.crds.scheduling import PodGroup
 
+from .devices import DeviceTopology
 from .node_info import NodeInfo
 from .pod_info import PodInfo, pod_key
 
@@ -58,6 +60,10 @@ class SchedulerCache:
         self.nodes: dict[str, NodeInfo] = {}
         self.pods: dict[str, _PodState] = {}
         self.pod_groups: dict[str, PodGroup] = {}
+        # GPU inventories by node name; kept apart from NodeInfo so either may arrive first.
+        self.node_devices: dict[str, DeviceTopology] = {}
+        # How many nodes hold each image (ImageLocality favours images spread over many nodes).
+        self.image_nodes: Counter[str] = Counter()
         # Every pod the scheduler knows per gang (pending or placed), for Coscheduling's PreFilter.
         self.group_members: dict[str, set[str]] = {}
         # Pods placed (assumed or bound) per gang, for Coscheduling's Permit.
@@ -72,10 +78,15 @@ class SchedulerCache:
         name = node.metadata.name or ""
         info = self.nodes.get(name)
         if info is None:
-            info = self.nodes[name] = NodeInfo(name)
+            info = self.nodes[name] = self._new_node_info(name)
         if info.node is None:
             self._list_dirty = True
+        old_images = info.images
         info.set_node(node)
+        if info.images.keys() != old_images.keys():
+            self.image_nodes.subtract(old_images.keys())
+            self.image_nodes.update(info.images.keys())
+            self.image_nodes = +self.image_nodes
         self._touch(info)
         return info
 
@@ -85,6 +96,10 @@ class SchedulerCache:
         info = self.nodes.get(name)
         if info is None:
             return
+        if info.images:
+            self.image_nodes.subtract(info.images.keys())
+            self.image_nodes = +self.image_nodes
+            info.images = {}
         # Pods still bound there keep a placeholder so their deletes balance out later.
         if info.pods:
             info.node = None
@@ -92,6 +107,25 @@ class SchedulerCache:
             del self.nodes[name]
         self._list_dirty = True
         self._touch(info)
+
+    def _new_node_info(self, name: str) -> NodeInfo:
+        info = NodeInfo(name)
+        info.devices = self.node_devices.get(name)
+        return info
+
+    def set_node_devices(self, node_name: str, topology: DeviceTopology | None) -> bool:
+        """A node's GPU inventory changed (None: its NodeDevices is gone). False if nothing did."""
+        if self.node_devices.get(node_name) == topology:
+            return False
+        if topology is None:
+            self.node_devices.pop(node_name, None)
+        else:
+            self.node_devices[node_name] = topology
+        info = self.nodes.get(node_name)
+        if info is not None:
+            info.devices = topology
+            self._touch(info)
+        return True
 
     # --- pods -------------------------------------------------------------------------------
     def note_pod(self, pi: PodInfo) -> None:
@@ -120,6 +154,20 @@ class SchedulerCache:
         if pi.key in self.pods:
             raise ValueError(f"pod {pi.key} is already in the cache")
         self._place(pi, node_name, assumed=True)
+
+    def set_assumed_devices(self, key: str, devices: tuple[str, ...]) -> None:
+        """Record the devices Reserve picked for an assumed pod (() at Unreserve), so the next
+        cycle sees them taken. The PodInfo is replaced, not mutated: the queue shares it."""
+        state = self.pods.get(key)
+        if state is None or not state.assumed or state.info.gpu_devices == devices:
+            return
+        info = self.nodes.get(state.node_name)
+        if info is not None:
+            info.remove_pod(key)
+        state.info = replace(state.info, gpu_devices=devices)
+        if info is not None:
+            info.add_pod(state.info)
+            self._touch(info)
 
     def finish_binding(self, key: str) -> None:
         state = self.pods.get(key)
@@ -157,7 +205,7 @@ class SchedulerCache:
         self.pods[pi.key] = _PodState(pi, node_name, assumed)
         info = self.nodes.get(node_name)
         if info is None:
-            info = self.nodes[node_name] = NodeInfo(node_name)  # node event not seen yet
+            info = self.nodes[node_name] = self._new_node_info(node_name)  # node event not seen yet
         info.add_pod(pi)
         self._touch(info)
         self.note_pod(pi)

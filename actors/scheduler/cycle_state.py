@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+# Annotations Reserve plugins want on the pod at bind (dict[str, str]); the binder sends them in
+# the Binding, and the API server copies them onto the pod in the bind transaction.
+BIND_ANNOTATIONS = "kray.io/bind-annotations"
+
 
 class CycleState:
     __slots__ = ("_data", "skip_filter", "skip_score")
@@ -38,3 +42,17 @@ class CycleState:
         out.skip_filter = set(self.skip_filter)
         out.skip_score = set(self.skip_score)
         return out
+
+
+def add_bind_annotation(state: CycleState, key: str, value: str) -> None:
+    state.write(BIND_ANNOTATIONS, {**state.get(BIND_ANNOTATIONS, {}), key: value})
+
+
+def drop_bind_annotation(state: CycleState, key: str) -> None:
+    current: dict[str, str] = state.get(BIND_ANNOTATIONS, {})
+    if key in current:
+        state.write(BIND_ANNOTATIONS, {k: v for k, v in current.items() if k != key})
+
+
+def bind_annotations(state: CycleState) -> dict[str, str]:
+    return dict(state.get(BIND_ANNOTATIONS, {}))

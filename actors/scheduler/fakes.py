@@ -3,7 +3,7 @@ other components' tests can use them too)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from kray.crds import Node, Pod
 
@@ -33,7 +33,7 @@ class FakeBinder:
     def add_node(self, node: Node) -> None:
         self.nodes[node.metadata.name or ""] = NodeInfo(node.metadata.name or "", node)
 
-    async def bind(self, pod: Pod, node_name: str) -> Status:
+    async def bind(self, pod: Pod, node_name: str, annotations: Mapping[str, str] | None = None) -> Status:
         key = pod_key(pod)
         if key in self.bound:
             self.conflicts += 1
@@ -41,14 +41,22 @@ class FakeBinder:
         node = self.nodes.get(node_name)
         if node is None:
             return Status.error(f'nodes "{node_name}" not found')
-        info = PodInfo.of(pod)
+        spec = pod.spec.model_copy(update={"node_name": node_name})
+        meta = pod.metadata
+        if annotations:
+            meta = meta.model_copy(update={"annotations": {**(meta.annotations or {}), **annotations}})
+        bound = pod.model_copy(update={"spec": spec, "metadata": meta})
+        info = PodInfo.of(bound)
         if len(node.pods) >= node.allowed_pods or any(v > node.free(name) for name, v in info.requests.items()):
             self.conflicts += 1
             return Status.error(f"Operation cannot be fulfilled on nodes {node_name!r}: would overcommit the node")
+        taken = sorted(d for d in info.gpu_devices if node.used_devices.get(d))
+        if taken:
+            self.conflicts += 1
+            return Status.error(f"Operation cannot be fulfilled on nodes {node_name!r}: devices {taken} in use")
         node.add_pod(info)
         self.bound[key] = node_name
-        spec = pod.spec.model_copy(update={"node_name": node_name})
-        self._emit("bound", pod.model_copy(update={"spec": spec}))
+        self._emit("bound", bound)
         return Status()
 
     def evict(self, pod: Pod, reason: str = "") -> None:

@@ -108,6 +108,21 @@ class EnqueueExtensions(Protocol):
     def events_to_register(self) -> list[ClusterEvent]: ...
 
 
+# KubeSchedulerConfiguration's names for the extension points (profiles enable and disable
+# plugins per point), in the order a pod passes them.
+EXTENSION_POINTS: dict[str, type] = {
+    "preFilter": PreFilterPlugin,
+    "filter": FilterPlugin,
+    "postFilter": PostFilterPlugin,
+    "preScore": PreScorePlugin,
+    "score": ScorePlugin,
+    "reserve": ReservePlugin,
+    "permit": PermitPlugin,
+    "preBind": PreBindPlugin,
+    "bind": BindPlugin,
+}
+
+
 class WaitingPod:
     """A reserved pod held at Permit until every waiting plugin allows it, one rejects, or time runs out."""
 
@@ -148,6 +163,10 @@ class Handle(Protocol):
 PluginFactory = Callable[[dict[str, Any], Handle], Any]
 
 
+def plugin_name(plugin: Any) -> str:
+    return str(plugin.name)
+
+
 def _call(plugin: Any, method: str, *args: Any) -> Any:
     try:
         return getattr(plugin, method)(*args)
@@ -165,13 +184,22 @@ class Framework:
         self.weights: dict[str, int] = {}
         self.waiting: dict[str, WaitingPod] = {}
         self.by_point: dict[type, list[Any]] = {}
+        self._points: dict[str, frozenset[str] | None] = {}
 
-    def add_plugin(self, plugin: Any, weight: int = 1) -> None:
+    def add_plugin(self, plugin: Any, weight: int = 1, points: frozenset[str] | None = None) -> None:
+        """Run ``plugin`` at every extension point it implements, or only at ``points`` (names
+        as in KubeSchedulerConfiguration: "filter", "score", ...)."""
         self.plugins.append(plugin)
         self.weights[plugin.name] = weight
-        kinds = (PreFilterPlugin, FilterPlugin, PostFilterPlugin, PreScorePlugin, ScorePlugin)
-        kinds += (ReservePlugin, PermitPlugin, PreBindPlugin, BindPlugin)  # type: ignore[assignment]
-        self.by_point = {k: [p for p in self.plugins if isinstance(p, k)] for k in kinds}
+        self._points[plugin.name] = points
+        self.by_point = {
+            kind: [p for p in self.plugins if isinstance(p, kind) and self._runs_at(plugin_name(p), point)]
+            for point, kind in EXTENSION_POINTS.items()
+        }
+
+    def _runs_at(self, plugin: str, point: str) -> bool:
+        allowed = self._points.get(plugin)
+        return allowed is None or point in allowed
 
     def points(self, kind: type) -> list[Any]:
         return self.by_point.get(kind, [])

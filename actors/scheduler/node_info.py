@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import TYPE_CHECKING
 
 from kray.crds import Node
 from kray.crds.core.scheduling import Taint
 
-from .pod_info import PODS, PodInfo, milli_units
+from .pod_info import PODS, PodInfo, milli_units, normalize_image
+
+if TYPE_CHECKING:
+    from .devices import DeviceTopology
 
 # A node that reports no "pods" allocatable still gets Kubernetes' kubelet default.
 DEFAULT_MAX_PODS = 110
@@ -17,6 +21,7 @@ class NodeInfo:
     __slots__ = (
         "allocatable",
         "allowed_pods",
+        "devices",
         "generation",
         "images",
         "labels",
@@ -30,6 +35,7 @@ class NodeInfo:
         "requested",
         "taints",
         "unschedulable",
+        "used_devices",
         "used_ports",
     )
 
@@ -41,12 +47,17 @@ class NodeInfo:
         self.unschedulable = False
         self.allocatable: dict[str, int] = {}
         self.allowed_pods = DEFAULT_MAX_PODS
-        self.images: frozenset[str] = frozenset()
+        # Images the node holds (status.images), normalized name -> size in bytes.
+        self.images: dict[str, int] = {}
         self.pods: dict[str, PodInfo] = {}
         self.requested: dict[str, int] = {}
         self.non_zero_cpu = 0
         self.non_zero_memory = 0
         self.used_ports: Counter[tuple[str, str, int]] = Counter()
+        # The node's GPUs (from its NodeDevices object; None: no inventory, count-only scheduling)
+        # and the device ids its pods hold, from their kray.io/gpu-devices annotations.
+        self.devices: DeviceTopology | None = None
+        self.used_devices: Counter[str] = Counter()
         # Counts, so InterPodAffinity can skip nodes (and whole snapshots) with none.
         self.pods_with_affinity = 0
         self.pods_with_required_anti_affinity = 0
@@ -65,7 +76,7 @@ class NodeInfo:
         pods = self.allocatable.pop(PODS, None)
         self.allowed_pods = pods // 1000 if pods is not None else DEFAULT_MAX_PODS
         images = status.images if status else None
-        self.images = frozenset(n for img in images or [] for n in img.names or [])
+        self.images = {normalize_image(n): img.size_bytes or 0 for img in images or [] for n in img.names or []}
 
     def add_pod(self, pi: PodInfo) -> None:
         self.pods[pi.key] = pi
@@ -75,6 +86,8 @@ class NodeInfo:
         self.non_zero_cpu += pi.non_zero_cpu
         self.non_zero_memory += pi.non_zero_memory
         self.used_ports.update(pi.host_ports)
+        if pi.gpu_devices:
+            self.used_devices.update(pi.gpu_devices)
         self._count_affinity(pi, 1)
 
     def remove_pod(self, key: str) -> PodInfo | None:
@@ -92,6 +105,9 @@ class NodeInfo:
         self.non_zero_memory -= pi.non_zero_memory
         self.used_ports.subtract(pi.host_ports)
         self.used_ports = +self.used_ports  # drop zero counts
+        if pi.gpu_devices:
+            self.used_devices.subtract(pi.gpu_devices)
+            self.used_devices = +self.used_devices
         self._count_affinity(pi, -1)
         return pi
 
@@ -126,11 +142,13 @@ class NodeInfo:
             self.allowed_pods,
         )
         out.images, out.generation = self.images, self.generation
+        out.devices = self.devices  # immutable digest: shared
         # Only what add/remove_pod mutate in place is copied; the rest is replaced wholesale.
         out.pods = dict(self.pods)
         out.requested = dict(self.requested)
         out.non_zero_cpu, out.non_zero_memory = self.non_zero_cpu, self.non_zero_memory
         out.used_ports = Counter(self.used_ports)
+        out.used_devices = self.used_devices.copy()
         out.pods_with_affinity = self.pods_with_affinity
         out.pods_with_required_anti_affinity = self.pods_with_required_anti_affinity
         return out

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from kray.crds import Pod
 from kray.crds.core.scheduling import PodAffinityTerm, WeightedPodAffinityTerm
 from kray.crds.quantity import Quantity
-from kray.crds.scheduling import POD_GROUP_LABEL
+from kray.crds.scheduling import GPU_DEVICES_ANNOTATION, POD_GROUP_LABEL
 from kray.crds.selectors import IN, Requirement, Selector
 
 PODS = "pods"
@@ -86,6 +86,9 @@ class PodInfo:
     preferred_affinity: tuple[AffinityTerm, ...] = ()
     preferred_anti_affinity: tuple[AffinityTerm, ...] = ()
     images: tuple[str, ...] = field(default=())
+    # Device ids this pod holds on its node (the kray.io/gpu-devices annotation, or what Reserve
+    # picked for an assumed pod), so the cache knows which GPUs are free, also after a restart.
+    gpu_devices: tuple[str, ...] = field(default=())
 
     @classmethod
     def of(cls, pod: Pod) -> PodInfo:
@@ -120,7 +123,10 @@ class PodInfo:
             preferred_anti_affinity=_weighted(
                 paa.preferred_during_scheduling_ignored_during_execution if paa else None, ns
             ),
-            images=tuple(c.image for c in spec.containers),
+            images=tuple(
+                normalize_image(c.image) for c in [*(spec.init_containers or []), *spec.containers] if c.image
+            ),
+            gpu_devices=parse_devices((pod.metadata.annotations or {}).get(GPU_DEVICES_ANNOTATION)),
         )
 
     @property
@@ -130,6 +136,26 @@ class PodInfo:
     @property
     def group_key(self) -> str | None:
         return f"{self.namespace}/{self.group}" if self.group else None
+
+
+def normalize_image(name: str) -> str:
+    """``busybox`` -> ``docker.io/library/busybox:latest``, as the kubelet reports images, so
+    a pod's image and a node's list compare equal however either was written."""
+    if "@" not in name and ":" not in name.rsplit("/", 1)[-1]:
+        name += ":latest"
+    first, _, rest = name.partition("/")
+    if not rest:
+        return f"docker.io/library/{name}"
+    if "." not in first and ":" not in first and first != "localhost":
+        return f"docker.io/{name}"
+    return name
+
+
+def parse_devices(value: str | None) -> tuple[str, ...]:
+    """``"GPU-a, GPU-b"`` -> ("GPU-a", "GPU-b"); missing or empty -> ()."""
+    if not value:
+        return ()
+    return tuple(d for d in (part.strip() for part in value.split(",")) if d)
 
 
 def _terms(terms: list[PodAffinityTerm] | None, ns: str) -> tuple[AffinityTerm, ...]:

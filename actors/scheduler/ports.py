@@ -7,6 +7,7 @@ reporter); tests and benchmarks use the fakes in ``fakes.py``.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Protocol
 
 from kray.crds import Pod
@@ -38,9 +39,10 @@ class FakeClock:
 
 class Binder(Protocol):
     """Writes ``pod.spec.nodeName``. Must be atomic against the node's current load: two scheduler
-    shards binding onto one node concurrently must never overcommit it (etcd transaction)."""
+    shards binding onto one node concurrently must never overcommit it (etcd transaction).
+    ``annotations`` (e.g. the GPUs Reserve picked) are set on the pod in the same write."""
 
-    async def bind(self, pod: Pod, node_name: str) -> Status: ...
+    async def bind(self, pod: Pod, node_name: str, annotations: Mapping[str, str] | None = None) -> Status: ...
 
 
 class StatusReporter(Protocol):

@@ -46,6 +46,7 @@ POD_UPDATE = ClusterEvent("Pod", ActionType.UPDATE, "AssignedPodUpdate")
 POD_DELETE = ClusterEvent("Pod", ActionType.DELETE, "AssignedPodDelete")
 UNSCHEDULED_POD_ADD = ClusterEvent("UnscheduledPod", ActionType.ADD, "UnscheduledPodAdd")
 POD_GROUP_ADD = ClusterEvent("PodGroup", ActionType.ADD | ActionType.UPDATE, "PodGroupChange")
+NODE_DEVICES_CHANGE = ClusterEvent("NodeDevices", ActionType.ALL, "NodeDevicesChange")
 WILDCARD = ClusterEvent("*", ActionType.ALL, "UnschedulableTimeout")
 
 

@@ -18,10 +18,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from kray.crds import Node, Pod
+from kray.crds.devices import NodeDevices
 from kray.crds.scheduling import PodGroup
 
 from .cache import SchedulerCache, Snapshot
-from .cycle_state import CycleState
+from .cycle_state import CycleState, bind_annotations
+from .devices import DeviceTopology
 from .framework import Framework
 from .node_info import NodeInfo
 from .pod_info import PodInfo, pod_key
@@ -30,19 +32,22 @@ from .profile import Profile
 from .queue import (
     NODE_ADD,
     NODE_DELETE,
+    NODE_DEVICES_CHANGE,
     NODE_UPDATE,
     POD_ADD,
     POD_DELETE,
     POD_GROUP_ADD,
     UNSCHEDULED_POD_ADD,
+    ClusterEvent,
     QueuedPodInfo,
     SchedulingQueue,
 )
 from .sharding import Shard
 from .status import Code, Status
 
-# Binds (pod, node) pairs all-or-nothing (a gang); see ``Scheduler.bind_gang``.
-GangBind = Callable[[list[tuple[Pod, str]]], Awaitable[Status]]
+# Binds (pod, node, annotations) all-or-nothing (a gang); see ``Scheduler.bind_gang``.
+GangMember = tuple[Pod, str, dict[str, str]]
+GangBind = Callable[[list[GangMember]], Awaitable[Status]]
 
 MIN_FEASIBLE_NODES = 100
 MIN_PERCENTAGE = 5
@@ -80,16 +85,27 @@ class Scheduler:
         shard: Shard | None = None,
         evictor: Evictor | None = None,
         seed: int | None = None,
+        profiles: list[Profile] | None = None,
     ) -> None:
         self.clock = clock or SystemClock()
-        self.profile = profile or Profile.default()
+        # One framework per profile, all over one cache and queue (kube-scheduler's profiles): a
+        # pod goes through the framework its spec.schedulerName names; other pods are not ours.
+        self.profiles = {p.scheduler_name: p for p in profiles or [profile or Profile.default()]}
+        self.profile = next(iter(self.profiles.values()))
         self.shard = shard or Shard()
         self.reporter, self.evictor = reporter, evictor
         self.cache = SchedulerCache(self.clock)
         self.snapshot = Snapshot()
-        self.framework = self.profile.build(Framework(self.cache, self.snapshot, self.clock, binder))
+        self.frameworks = {
+            name: p.build(Framework(self.cache, self.snapshot, self.clock, binder)) for name, p in self.profiles.items()
+        }
+        self.framework = self.frameworks[self.profile.scheduler_name]
         self._group_since: dict[str, float] = {}
-        self.queue = SchedulingQueue(self.clock, self.framework.events_to_register(), sort_key=self._sort_key)
+        events: dict[str, list[ClusterEvent]] = {}
+        for fw in self.frameworks.values():
+            for plugin, registered in fw.events_to_register().items():
+                events.setdefault(plugin, []).extend(e for e in registered if e not in events.get(plugin, []))
+        self.queue = SchedulingQueue(self.clock, events, sort_key=self._sort_key)
         self._waiting: dict[str, tuple[QueuedPodInfo, int]] = {}
         self._next_start = 0
         self._rng = random.Random(seed)
@@ -113,8 +129,19 @@ class Scheduler:
         self.cache.remove_node(name)
         self.queue.move_all_to_active_or_backoff(NODE_DELETE)
 
+    def on_node_devices(self, nd: NodeDevices) -> None:
+        if self.cache.set_node_devices(nd.spec.node_name, DeviceTopology.of(nd)):
+            self.queue.move_all_to_active_or_backoff(NODE_DEVICES_CHANGE)
+
+    def on_node_devices_delete(self, nd: NodeDevices) -> None:
+        if self.cache.set_node_devices(nd.spec.node_name, None):
+            self.queue.move_all_to_active_or_backoff(NODE_DEVICES_CHANGE)
+
     def responsible_for(self, pod: Pod) -> bool:
-        return pod.spec.scheduler_name == self.profile.scheduler_name and self.shard.owns(pod)
+        return pod.spec.scheduler_name in self.frameworks and self.shard.owns(pod)
+
+    def framework_for(self, pod: PodInfo) -> Framework:
+        return self.frameworks.get(pod.pod.spec.scheduler_name) or self.framework
 
     def on_pod_add(self, pod: Pod) -> None:
         if pod.spec.node_name:
@@ -141,7 +168,7 @@ class Scheduler:
         info = PodInfo.of(pod)
         self.queue.delete(info.key)
         self.cache.drop_pod(info)
-        wp = self.framework.get_waiting_pod(info.key)
+        wp = self.framework_for(info).get_waiting_pod(info.key)
         if wp is not None:
             wp.reject("", "pod deleted")
         if self.cache.node_of(info.key) is not None:
@@ -162,19 +189,19 @@ class Scheduler:
             return ready
         cycle, pod = self.queue.scheduling_cycle, q.info
         self.cache.update_snapshot(self.snapshot)
-        state = CycleState()
-        node_name, status, statuses = self._schedule_pod(state, pod)
+        state, fw = CycleState(), self.framework_for(pod)
+        node_name, status, statuses = self._schedule_pod(fw, state, pod)
         if node_name is None:
             if status.rejected:
-                result, post = self.framework.run_post_filter(state, pod, statuses)
+                result, post = fw.run_post_filter(state, pod, statuses)
                 if post.ok and result is not None and result.nominated_node:
                     self._preempt(pod, result.victims)
             self._fail(q, cycle, status, statuses)
             return ready + self._collect_waiting()
         self.cache.assume_pod(pod, node_name)
-        status = self.framework.run_reserve(state, pod, node_name)
+        status = fw.run_reserve(state, pod, node_name)
         if status.ok:
-            status = self.framework.run_permit(state, pod, node_name)
+            status = fw.run_permit(state, pod, node_name)
         if status.code is Code.WAIT:
             self._waiting[pod.key] = (q, cycle)
         elif status.ok:
@@ -183,15 +210,17 @@ class Scheduler:
             self._unreserve_and_fail(q, cycle, state, node_name, status)
         return ready + self._collect_waiting()
 
-    def _schedule_pod(self, state: CycleState, pod: PodInfo) -> tuple[str | None, Status, dict[str, Status]]:
-        fw, snap = self.framework, self.snapshot
+    def _schedule_pod(
+        self, fw: Framework, state: CycleState, pod: PodInfo
+    ) -> tuple[str | None, Status, dict[str, Status]]:
+        snap = self.snapshot
         total = len(snap.node_list)
         if total == 0:
             return None, Status.unschedulable("no nodes available to schedule pods"), {}
         status = fw.run_pre_filter(state, pod)
         if not status.ok:
             return None, status, {}
-        feasible, statuses = self._find_feasible(state, pod)
+        feasible, statuses = self._find_feasible(fw, state, pod)
         errors = [s for s in statuses.values() if s.code is Code.ERROR]
         if errors:
             return None, errors[0], statuses
@@ -207,18 +236,20 @@ class Scheduler:
             return None, scores, statuses
         return self._select_host(scores), Status(), statuses
 
-    def num_feasible_to_find(self, total: int) -> int:
+    def num_feasible_to_find(self, total: int, profile: Profile | None = None) -> int:
         if total < MIN_FEASIBLE_NODES:
             return total
-        pct = self.profile.percentage_of_nodes_to_score
+        pct = (profile or self.profile).percentage_of_nodes_to_score
         if pct is None:
             pct = max(50 - total // 125, MIN_PERCENTAGE)
         if pct >= 100:
             return total
         return max(total * pct // 100, MIN_FEASIBLE_NODES)
 
-    def _find_feasible(self, state: CycleState, pod: PodInfo) -> tuple[list[NodeInfo], dict[str, Status]]:
-        fw, snap = self.framework, self.snapshot
+    def _find_feasible(
+        self, fw: Framework, state: CycleState, pod: PodInfo
+    ) -> tuple[list[NodeInfo], dict[str, Status]]:
+        snap = self.snapshot
         filters = fw.filters(state)
         run = fw.run_filters
         if pod.node_name:  # NodeName: only one node can do, don't walk the rest
@@ -226,7 +257,7 @@ class Scheduler:
             nodes, start = ([node] if node else []), 0
         else:
             nodes, start = snap.node_list, self._next_start % len(snap.node_list)
-        n, want = len(nodes), self.num_feasible_to_find(len(nodes))
+        n, want = len(nodes), self.num_feasible_to_find(len(nodes), self.profiles.get(pod.pod.spec.scheduler_name))
         feasible: list[NodeInfo] = []
         statuses: dict[str, Status] = {}
         seen = 0
@@ -268,7 +299,7 @@ class Scheduler:
     def _collect_waiting(self) -> list[Binding]:
         out: list[Binding] = []
         # Rejecting one waiting pod can reject its siblings (Coscheduling's Unreserve): loop.
-        while done := self.framework.take_finished_waiting():
+        while done := [wp for fw in self.frameworks.values() for wp in fw.take_finished_waiting()]:
             for wp in done:
                 entry = self._waiting.pop(wp.pod.key, None)
                 if entry is None:
@@ -281,7 +312,8 @@ class Scheduler:
         return out
 
     async def bind(self, b: Binding) -> Status:
-        pod, fw = b.queued.info, self.framework
+        pod = b.queued.info
+        fw = self.framework_for(pod)
         status = await fw.run_pre_bind(b.state, pod, b.node_name)
         if status.ok:
             status = await fw.run_bind(b.state, pod, b.node_name)
@@ -299,13 +331,13 @@ class Scheduler:
         """Bind permitted gang members together: ``bind`` commits all of them or none (one etcd
         transaction), so gangs racing from different shards can never both end up half placed.
         Bind plugins are bypassed: the gang binder is the binding."""
-        fw, status = self.framework, Status()
+        fw, status = self.framework_for(bindings[0].queued.info), Status()
         for b in bindings:
             status = await fw.run_pre_bind(b.state, b.queued.info, b.node_name)
             if not status.ok:
                 break
         if status.ok:
-            status = await bind([(b.queued.info.pod, b.node_name) for b in bindings])
+            status = await bind([(b.queued.info.pod, b.node_name, bind_annotations(b.state)) for b in bindings])
         if status.ok:
             for b in bindings:
                 self.cache.finish_binding(b.queued.info.key)
@@ -334,7 +366,7 @@ class Scheduler:
     def _unreserve_and_fail(
         self, q: QueuedPodInfo, cycle: int, state: CycleState, node_name: str, status: Status
     ) -> None:
-        self.framework.run_unreserve(state, q.info, node_name)
+        self.framework_for(q.info).run_unreserve(state, q.info, node_name)
         self.cache.forget_pod(q.info.key)
         self._fail(q, cycle, status, {})
 

@@ -23,6 +23,7 @@ from typing import Any
 from kray.actors.framework.informer import FuncHandler, Informer
 from kray.actors.framework.ports import ListWatcher
 from kray.crds import Node, Pod
+from kray.crds.devices import NodeDevices
 from kray.crds.meta import Resource
 from kray.crds.registry import REGISTRY
 from kray.crds.scheduling import PodGroup
@@ -43,7 +44,8 @@ def _node_signature(node: Node) -> tuple[Any, ...]:
     ready = node.is_ready()
     alloc = dict((status.allocatable or status.capacity or {}) if status else {})
     taints = tuple((t.key, t.value, t.effect) for t in node.spec.taints or ())
-    return (dict(node.metadata.labels or {}), taints, bool(node.spec.unschedulable), alloc, ready)
+    images = frozenset(n for img in (status.images if status else None) or [] for n in img.names or [])
+    return (dict(node.metadata.labels or {}), taints, bool(node.spec.unschedulable), alloc, ready, images)
 
 
 class ShardCore:
@@ -56,10 +58,12 @@ class ShardCore:
         nodes: ListWatcher,
         pod_groups: ListWatcher | None,
         binder: Binder,
+        node_devices: ListWatcher | None = None,
         reporter: StatusReporter | None = None,
         evictor: Evictor | None = None,
         clock: Clock | None = None,
         profile: Profile | None = None,
+        profiles: list[Profile] | None = None,
         seed: int | None = None,
         max_binds: int = 256,
         idle_tick: float = 0.05,
@@ -67,8 +71,9 @@ class ShardCore:
     ) -> None:
         self.shard = Shard(index, count)
         self.pods_lw, self.nodes_lw, self.groups_lw = pods, nodes, pod_groups
+        self.devices_lw = node_devices
         self.binder, self.reporter, self.evictor = binder, reporter, evictor
-        self.clock, self.profile, self.seed = clock, profile, seed
+        self.clock, self.profile, self.profiles, self.seed = clock, profile, profiles, seed
         self.max_binds = max_binds
         self.idle_tick = idle_tick
         self.restart_delay = restart_delay
@@ -90,6 +95,7 @@ class ShardCore:
             shard=self.shard,
             evictor=self.evictor,
             seed=self.seed,
+            profiles=self.profiles,
         )
 
     # ---- informer events -------------------------------------------------------------------
@@ -146,6 +152,16 @@ class ShardCore:
         self.scheduler.on_node_delete(name)
         self._wakeup()
 
+    def _devices_changed(self, nd: Resource) -> None:
+        assert isinstance(nd, NodeDevices)
+        self.scheduler.on_node_devices(nd)  # a no-op update (same inventory) requeues nothing
+        self._wakeup()
+
+    def _devices_deleted(self, nd: Resource) -> None:
+        assert isinstance(nd, NodeDevices)
+        self.scheduler.on_node_devices_delete(nd)
+        self._wakeup()
+
     def _group_changed(self, group: Resource) -> None:
         assert isinstance(group, PodGroup)
         self.scheduler.on_pod_group_add(group)
@@ -166,6 +182,14 @@ class ShardCore:
             FuncHandler(self._node_added, self._node_updated, self._node_deleted)  # type: ignore[arg-type]
         )
         self.informers = [nodes]
+        if self.devices_lw is not None:
+            devices = Informer(
+                self.devices_lw, REGISTRY.get(f"{NodeDevices.GROUP}/{NodeDevices.VERSION}", "NodeDevices")
+            )
+            devices.add_handler(
+                FuncHandler(self._devices_changed, lambda _o, n: self._devices_changed(n), self._devices_deleted)
+            )
+            self.informers.append(devices)
         groups_lw = self.groups_lw
         if groups_lw is not None:
             groups = Informer(groups_lw, REGISTRY.get(f"{PodGroup.GROUP}/{PodGroup.VERSION}", "PodGroup"))
@@ -176,7 +200,8 @@ class ShardCore:
         pods = Informer(self.pods_lw, REGISTRY.get("v1", "Pod"))
         pods.add_handler(FuncHandler(self._pod_changed, self._pod_updated, self._pod_deleted))
         self.informers.append(pods)
-        # Nodes and groups first: pods listed before any node would all fail "0/0 nodes".
+        # Nodes, devices and groups first: pods listed before any node would all fail "0/0 nodes",
+        # and bound pods' GPU annotations must land on a known inventory.
         for informer in self.informers:
             informer.start()
             if not await informer.wait_for_sync(sync_timeout):

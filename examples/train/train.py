@@ -8,7 +8,8 @@ WORLD_SIZE and RANK, which the TrainingJob operator injects (or torchrun, or a t
 Prints ``step N loss L rank R`` every few steps and ``final step N loss L rank R`` at the end.
 The loss printed is averaged over all ranks (an all_reduce), so every rank prints the same.
 
-Knobs (env): STEPS (default 50), BATCH (64), LR (0.05), LOG_EVERY (10), SEED (0).
+Knobs (env): STEPS (default 50), BATCH (64), LR (0.05), LOG_EVERY (10), SEED (0), STEP_SLEEP
+(seconds each step idles, default 0: makes a run long enough to interrupt, e.g. in a test).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def main() -> int:
     log_every = env_int("LOG_EVERY", 10)
     seed = env_int("SEED", 0)
     lr = float(os.environ.get("LR", "0.05"))
+    step_sleep = float(os.environ.get("STEP_SLEEP", "0"))
 
     # Two cores shared by all ranks: one thread each keeps them from fighting over the CPU.
     torch.set_num_threads(1)
@@ -72,6 +74,8 @@ def main() -> int:
         mean_loss = reduced.item() / world
         if step % log_every == 0 or step == 1:
             print(f"step {step} loss {mean_loss:.4f} rank {rank}", flush=True)
+        if step_sleep:
+            time.sleep(step_sleep)
     print(f"final step {steps} loss {mean_loss:.4f} rank {rank}", flush=True)
     print(f"rank {rank} done in {time.monotonic() - started:.1f}s", flush=True)
     dist.barrier()

@@ -23,15 +23,30 @@ def _echo(message: str) -> None:
 @click.option(
     "--scheduler-shards", default=1, show_default=True, type=click.IntRange(1), help="Scheduler shard actors."
 )
+@click.option(
+    "--scheduler-config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A KubeSchedulerConfiguration YAML: scheduler profiles (plugins, weights, args). Checked first.",
+)
 @click.option("--no-kubelet", is_flag=True, help="Run no kubelet on this machine (control plane only).")
 @click.option("--node-name", default="", help="This node's name (default: the hostname).")
-@click.option("--pod-cidr", default="10.244.0.0/24", show_default=True, help="This node's pod network.")
+@click.option("--pod-cidr", default="", help="This node's pod network (default: a /24 of --cluster-cidr).")
+@click.option(
+    "--cluster-cidr", default="10.244.0.0/16", show_default=True, help="Pod networks of all nodes: a /24 each."
+)
 @click.option("--node-root", default="/var/lib/kray", show_default=True, help="Node state: pods, images, logs.")
 @click.option(
     "--net-prefix",
     default="kray",
     show_default=True,
     help="Node bridge is <prefix>0; pod netns and veths start with it (one per kray on a machine).",
+)
+@click.option(
+    "--fake-gpus",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Give this node N fake GPUs (nvidia.com/gpu, no device nodes) for tests and demos.",
 )
 def up(
     etcd: str | None,
@@ -42,17 +57,22 @@ def up(
     state_dir: Path | None,
     timeout: float,
     scheduler_shards: int,
+    scheduler_config: Path | None,
     no_kubelet: bool,
     node_name: str,
     pod_cidr: str,
+    cluster_cidr: str,
     node_root: str,
     net_prefix: str,
+    fake_gpus: int,
 ) -> None:
     """Start (or join) a kray cluster: etcd, Ray, the control plane and a node. Idempotent."""
     from kray.cluster import ClusterError, UpOptions, default_state_dir
     from kray.cluster import up as cluster_up
     from kray.controlplane import NodeOptions
 
+    # Checked before anything starts: a bad config is a clear error and a non-zero exit.
+    sched_config = _load_scheduler_config(scheduler_config) if scheduler_config else None
     opts = UpOptions(
         state_dir=state_dir or default_state_dir(),
         etcd=etcd,
@@ -62,8 +82,15 @@ def up(
         num_cpus=num_cpus,
         timeout=timeout,
         scheduler_shards=scheduler_shards,
+        scheduler_config=sched_config,
+        cluster_cidr=cluster_cidr,
         node=NodeOptions(
-            enabled=not no_kubelet, name=node_name, pod_cidr=pod_cidr, root=node_root, net_prefix=net_prefix
+            enabled=not no_kubelet,
+            name=node_name,
+            pod_cidr=pod_cidr,
+            root=node_root,
+            net_prefix=net_prefix,
+            fake_gpus=fake_gpus,
         ),
     )
     try:
@@ -72,6 +99,17 @@ def up(
         raise click.ClickException(str(exc)) from None
     click.echo(f"kray is up. API server: {config.server}")
     click.echo("Try:  kray get nodes   |   kray apply -f examples/hello.yaml   |   kray get pods -A")
+
+
+def _load_scheduler_config(path: Path) -> dict:
+    from kray.actors.scheduler.config import SchedulerConfigError, load_scheduler_config, parse_scheduler_config
+
+    try:
+        data = parse_scheduler_config(path)
+        load_scheduler_config(data, name=str(path))
+    except SchedulerConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    return data
 
 
 @click.command()

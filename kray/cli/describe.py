@@ -89,7 +89,8 @@ def _events_for(client: Client, obj: Obj, ref: ResourceRef) -> list[Obj] | None:
     return sorted(found, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
 
 
-def describe(client: Client, ref: ResourceRef, obj: Obj) -> str:
+def header(ref: ResourceRef, obj: Obj) -> list[str]:
+    """Name, namespace, labels, annotations, kind, age, owners: the top of every page."""
     meta = obj.get("metadata") or {}
     label_w = "Annotations:  "
     lines = [f"{'Name:':<{len(label_w)}}{meta.get('name', '')}"]
@@ -106,6 +107,44 @@ def describe(client: Client, ref: ResourceRef, obj: Obj) -> str:
         lines.append(f"Deleting:     since {meta['deletionTimestamp']}")
     for owner in meta.get("ownerReferences") or []:
         lines.append(f"Controlled By:  {owner.get('kind')}/{owner.get('name')}")
+    return lines
+
+
+def conditions_table(conditions: list[Obj] | None) -> list[str]:
+    if not conditions:
+        return []
+    rows = [
+        [str(c.get("type", "")), str(c.get("status", "")), c.get("reason") or "", c.get("message") or ""]
+        for c in conditions
+    ]
+    table = printers.format_table(["Type", "Status", "Reason", "Message"], rows)
+    return ["Conditions:", *("  " + line for line in table.splitlines())]
+
+
+def events_table(client: Client, ref: ResourceRef, obj: Obj) -> list[str]:
+    events = _events_for(client, obj, ref)
+    if not events:
+        return ["Events:       <none>"]
+    rows = [
+        [
+            e.get("type") or "",
+            e.get("reason") or "",
+            printers.age(e.get("lastTimestamp") or e.get("eventTime")),
+            ((e.get("source") or {}).get("component") or e.get("reportingComponent") or ""),
+            " ".join(str(e.get("message") or "").split()),
+        ]
+        for e in events
+    ]
+    table = printers.format_table(["Type", "Reason", "Age", "From", "Message"], rows)
+    return ["Events:", *("  " + line for line in table.splitlines())]
+
+
+def describe(client: Client, ref: ResourceRef, obj: Obj) -> str:
+    if (ref.group, ref.plural) == ("kray.io", "trainingjobs"):
+        from .describe_training import describe_training_job
+
+        return describe_training_job(client, ref, obj)
+    lines = header(ref, obj)
     if ref.group == "" and ref.plural == "pods":
         lines.append(f"Status:       {printers.pod_status(obj)}")
     for section in ("spec", "data"):
@@ -117,31 +156,8 @@ def describe(client: Client, ref: ResourceRef, obj: Obj) -> str:
     if status:
         lines.append("Status Details:" if ref.plural == "pods" else "Status:")
         lines += render(status, 2)
-    if conditions:
-        lines.append("Conditions:")
-        rows = [
-            [str(c.get("type", "")), str(c.get("status", "")), c.get("reason") or "", c.get("message") or ""]
-            for c in conditions
-        ]
-        table = printers.format_table(["Type", "Status", "Reason", "Message"], rows)
-        lines += ["  " + line for line in table.splitlines()]
-    events = _events_for(client, obj, ref)
-    if not events:
-        lines.append("Events:       <none>")
-    else:
-        lines.append("Events:")
-        rows = [
-            [
-                e.get("type") or "",
-                e.get("reason") or "",
-                printers.age(e.get("lastTimestamp") or e.get("eventTime")),
-                ((e.get("source") or {}).get("component") or e.get("reportingComponent") or ""),
-                " ".join(str(e.get("message") or "").split()),
-            ]
-            for e in events
-        ]
-        table = printers.format_table(["Type", "Reason", "Age", "From", "Message"], rows)
-        lines += ["  " + line for line in table.splitlines()]
+    lines += conditions_table(conditions)
+    lines += events_table(client, ref, obj)
     return "\n".join(lines)
 
 

@@ -7,6 +7,8 @@ from . import (
     coscheduling,
     default_binder,
     default_preemption,
+    gpu_topology,
+    image_locality,
     inter_pod_affinity,
     node_affinity,
     node_name,
@@ -28,6 +30,8 @@ REGISTRY: dict[str, PluginFactory] = {
     inter_pod_affinity.NAME: inter_pod_affinity.InterPodAffinity,
     default_preemption.NAME: default_preemption.DefaultPreemption,
     coscheduling.NAME: coscheduling.Coscheduling,
+    gpu_topology.NAME: gpu_topology.GpuTopology,
+    image_locality.NAME: image_locality.ImageLocality,
     default_binder.NAME: default_binder.DefaultBinder,
 }
 
@@ -41,6 +45,9 @@ DEFAULT_PLUGINS: list[tuple[str, int]] = [
     (node_affinity.NAME, 2),
     (node_ports.NAME, 1),
     (node_resources_fit.NAME, 1),
+    # Heavy: for a GPU pod, NVLink-island placement outweighs cpu/memory balance.
+    (gpu_topology.NAME, 5),
+    (image_locality.NAME, 1),
     (pod_topology_spread.NAME, 2),
     (inter_pod_affinity.NAME, 2),
     (default_preemption.NAME, 1),

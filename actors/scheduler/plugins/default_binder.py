@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..cycle_state import CycleState
+from ..cycle_state import CycleState, bind_annotations
 from ..framework import Handle
 from ..pod_info import PodInfo
 from ..status import Status
@@ -21,4 +21,4 @@ class DefaultBinder:
         self.binder = handle.binder
 
     async def bind(self, state: CycleState, pod: PodInfo, node_name: str) -> Status:
-        return await self.binder.bind(pod.pod, node_name)
+        return await self.binder.bind(pod.pod, node_name, bind_annotations(state) or None)

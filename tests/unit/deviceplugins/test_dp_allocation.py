@@ -142,3 +142,31 @@ def test_inventory_reports_devices_health_and_islands() -> None:
     wire = nd.to_dict()
     assert wire["apiVersion"] == "kray.io/v1" and wire["kind"] == "NodeDevices"
     assert wire["spec"]["devices"][0]["memoryBytes"] == 80 * 1024**3
+
+
+def test_real_gpus_reach_the_oci_spec_as_device_nodes_and_cgroup_rules(tmp_path: Path) -> None:
+    """Allocate -> the kubelet's CRI devices -> the runtime's OCI spec. /dev/null stands in for
+    /dev/nvidia0 (a real character device; the host has no GPU)."""
+    from kray.deviceplugins.checkpoint import ContainerDevices
+    from kray.runtime.cri import api_pb2 as cri
+    from kray.runtime.cri.ocispec import _devices
+    from kray.runtime.oci import ContainerConfig, build_spec
+
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    (dev / "nvidia0").symlink_to("/dev/null")
+    nvml = FakeNvml.dgx(2)
+    core = GpuPluginCore(nvml, GpuPluginConfig(dev_root=str(dev)))
+    got = ContainerDevices.from_response("nvidia.com/gpu", [nvml.gpus[0].uuid], core.allocate([nvml.gpus[0].uuid]))
+    assert [d["containerPath"] for d in got.devices] == ["/dev/nvidia0"]
+    cfg = cri.ContainerConfig(devices=[cri.Device(container_path=d["containerPath"], host_path=d["hostPath"],
+                                                  permissions=d["permissions"]) for d in got.devices])  # fmt: skip
+    spec = build_spec(ContainerConfig(args=["true"], rootfs="/r", hostname="p", devices=_devices(cfg)))
+    assert spec["linux"]["devices"][0]["path"] == "/dev/nvidia0"
+    rules = spec["linux"]["resources"]["devices"]
+    assert {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rwm"} in rules
+
+    # Fake GPUs: the same answer without device nodes, so the container still starts.
+    fake = GpuPluginCore(nvml, GpuPluginConfig(dev_root=str(dev), device_nodes=False))
+    resp = fake.allocate([nvml.gpus[0].uuid])
+    assert not resp.devices and resp.envs["NVIDIA_VISIBLE_DEVICES"] == nvml.gpus[0].uuid

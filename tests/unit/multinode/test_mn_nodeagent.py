@@ -116,16 +116,18 @@ async def test_join_deploys_after_podcidr_and_stays_stable(env: Env) -> None:
     await env.step()
     node = await env.client.get(Node, name)
     assert node.spec.pod_cidr == "10.244.0.0/24"
-    assert env.deployer.kinds(name) == {"kubelet", "proxy"}
+    assert env.deployer.kinds(name) == {"kubelet", "proxy", "dns"}
     plan = env.deployer.actors[f"kubelet-{name}"]
     assert (plan.pod_cidr, plan.node_ip, plan.cpu, plan.node_id) == ("10.244.0.0/24", "10.0.0.1", "4", ID_A)
+    assert plan.dns_ip == "10.244.0.1"  # the node's DNS server: its pod bridge's gateway
+    assert (plan.net_prefix, plan.root) == (None, None)  # the deployer's defaults
     calls = len(env.deployer.calls)
     await env.step()
     assert len(env.deployer.calls) == calls  # steady state: no redeploys
     # A GPU node gets the device plugin too, and its own podCIDR.
     gpu = env.members.join(RayNode(ID_B, True, hostname="host", address="10.0.0.2", resources={"CPU": 8, "GPU": 2}))
     await env.step()
-    assert env.deployer.kinds(node_name_for(gpu)) == {"kubelet", "proxy", "gpu"}
+    assert env.deployer.kinds(node_name_for(gpu)) == {"kubelet", "proxy", "dns", "gpu"}
     assert (await env.client.get(Node, node_name_for(gpu))).spec.pod_cidr == "10.244.1.0/24"
     # A restarted agent (no memory) rebuilds from Ray and the API: same names, idempotent deploys.
     again = NodeAgent(env.client, env.members, env.deployer, env.autoscaler, env.clock)
@@ -141,7 +143,7 @@ async def test_leave_removes_actors_then_deletes_node_after_grace(env: Env) -> N
     await env.client.create(hand_made)
     await env.step()
     name_a, name_b = node_name_for(a), node_name_for(b)
-    assert env.deployer.kinds(name_a) == {"kubelet", "proxy"}
+    assert env.deployer.kinds(name_a) == {"kubelet", "proxy", "dns"}
     env.members.leave(ID_A)
     await env.agent.step()
     assert env.deployer.kinds(name_a) == set() and ("remove", name_a) in env.deployer.calls
@@ -174,6 +176,37 @@ async def test_named_node_coming_back_within_grace_is_kept_and_redeployed(env: E
     env.clock.advance(1000)
     await env.agent.step()
     await env.client.get(Node, "trainer-0")  # still there
+
+
+async def test_bound_node_keeps_its_name_and_settings_and_excluded_nodes_are_left_alone(env: Env) -> None:
+    """`kray up` registers its own node: a Node bound to the head's Ray node id, with settings
+    as annotations. The agent uses that name and those settings; Ray labels give the others'."""
+    await env.client.create(
+        Node(
+            metadata=ObjectMeta(
+                name="my-laptop",
+                labels={RAY_NODE_ID_LABEL: ID_A},
+                annotations={"kray.io/net-prefix": "kx", "kray.io/node-root": "/srv/kray"},
+            )
+        )
+    )
+    env.members.join(RayNode(ID_A, True, hostname="h", address="10.0.0.1", labels={"kray.io/net-prefix": "no"}))
+    worker = RayNode(ID_B, True, hostname="h", address="10.0.0.2", labels={"kray.io/net-prefix": "kw"})
+    env.members.join(worker)
+    await env.step()
+    assert await env.node_names() == {"my-laptop", node_name_for(worker)}
+    head = env.deployer.actors["kubelet-my-laptop"]
+    assert (head.net_prefix, head.root, head.node_id) == ("kx", "/srv/kray", ID_A)
+    plan = env.deployer.actors[f"kubelet-{node_name_for(worker)}"]
+    assert (plan.net_prefix, plan.root) == ("kw", None)
+    assert "kray.io/net-prefix" not in ((await env.client.get(Node, node_name_for(worker))).metadata.labels or {})
+    # A control-plane-only head (`kray up --no-kubelet`): no Node, no actors.
+    members = FakeMembership()
+    members.join(RayNode(ID_A, True, hostname="cp", address="10.0.0.1"))
+    deployer = FakeDeployer()
+    agent = NodeAgent(env.client, members, deployer, None, env.clock, exclude_node_ids={ID_A}, dns=False)
+    await agent.step()
+    assert deployer.calls == [] and agent.deployed == {}
 
 
 async def _pod(client: AsyncClient, name: str, cpu: str, node: str | None = None, gpu: str | None = None) -> Pod:

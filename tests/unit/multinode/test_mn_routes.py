@@ -28,6 +28,16 @@ def test_wanted_routes_skip_self_and_incomplete_nodes() -> None:
     assert node_routes(nodes, "a") == {"10.244.1.0/24": "192.168.1.2"}
 
 
+def test_nodes_sharing_this_host_get_no_route() -> None:
+    """Several kray nodes on one machine (one address): their bridges are local, no gateway."""
+    nodes = [
+        node("a", "10.244.0.0/24", "127.0.0.1"),
+        node("b", "10.244.1.0/24", "127.0.0.1"),
+        node("c", "10.244.2.0/24", "192.168.1.3"),
+    ]
+    assert node_routes(nodes, "a") == {"10.244.2.0/24": "192.168.1.3"}
+
+
 def test_sync_adds_replaces_deletes_and_is_idempotent() -> None:
     table = FakeRouteTable(connected=["192.168.1.0/24"])
     # Someone else's route (static, proto 4) to a destination kray will never want.

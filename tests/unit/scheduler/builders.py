@@ -86,12 +86,13 @@ def make_scheduler(
     profile: Profile | None = None,
     shard: Shard | None = None,
     seed: int = 0,
+    profiles: list[Profile] | None = None,
 ) -> tuple[Scheduler, FakeBinder, RecordingReporter, FakeClock]:
     """A scheduler wired to a FakeBinder whose watch events feed its cache."""
     binder = binder or FakeBinder()
     clock = clock or FakeClock()
     reporter = RecordingReporter()
-    s = Scheduler(binder, reporter, clock, profile, shard, evictor=binder, seed=seed)
+    s = Scheduler(binder, reporter, clock, profile, shard, evictor=binder, seed=seed, profiles=profiles)
     connect(binder, s)
     for n in nodes or []:
         binder.add_node(n)

@@ -12,7 +12,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from .meta import KrayModel, Resource
+from .meta import KrayModel, PrinterColumn, Resource
 from .registry import kind
 
 DeviceHealth = Literal["Healthy", "Unhealthy"]
@@ -69,5 +69,13 @@ class NodeDevices(Resource):
     SINGULAR: ClassVar[str] = "nodedevices"
     NAMESPACED: ClassVar[bool] = False
     SHORT_NAMES: ClassVar[tuple[str, ...]] = ("nd",)
+    PRINTER_COLUMNS: ClassVar[tuple[PrinterColumn, ...]] = (
+        PrinterColumn(name="Driver", type="string", json_path=".spec.driver"),
+        PrinterColumn(name="Devices", type="string", json_path=".spec.devices[*].index"),
+        PrinterColumn(name="Unhealthy", type="string", json_path='.spec.devices[?(@.health=="Unhealthy")].index'),
+        PrinterColumn(name="Model", type="string", json_path=".spec.devices[0].model"),
+        PrinterColumn(name="Age", type="date", json_path=".metadata.creationTimestamp"),
+        PrinterColumn(name="Islands", type="string", json_path=".spec.topologyGroups[*].name", priority=1),
+    )
 
     spec: NodeDevicesSpec

@@ -11,7 +11,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from .meta import KrayModel, Resource
+from .meta import KrayModel, PrinterColumn, Resource
 from .registry import kind
 
 # Pods join a gang by carrying this label with the PodGroup's name (same namespace).
@@ -50,6 +50,13 @@ class PodGroup(Resource):
     SINGULAR: ClassVar[str] = "podgroup"
     SHORT_NAMES: ClassVar[tuple[str, ...]] = ("pg",)
     HAS_STATUS_SUBRESOURCE: ClassVar[bool] = True
+    PRINTER_COLUMNS: ClassVar[tuple[PrinterColumn, ...]] = (
+        PrinterColumn(name="Phase", type="string", json_path=".status.phase"),
+        PrinterColumn(name="MinMember", type="integer", json_path=".spec.minMember"),
+        PrinterColumn(name="Scheduled", type="integer", json_path=".status.scheduled"),
+        PrinterColumn(name="Running", type="integer", json_path=".status.running"),
+        PrinterColumn(name="Age", type="date", json_path=".metadata.creationTimestamp"),
+    )
 
     spec: PodGroupSpec = Field(default_factory=PodGroupSpec)
     status: PodGroupStatus | None = None
@@ -64,6 +71,12 @@ class PriorityClass(Resource):
     SINGULAR: ClassVar[str] = "priorityclass"
     NAMESPACED: ClassVar[bool] = False
     SHORT_NAMES: ClassVar[tuple[str, ...]] = ("pc",)
+    PRINTER_COLUMNS: ClassVar[tuple[PrinterColumn, ...]] = (  # kubectl's VALUE, GLOBAL-DEFAULT
+        PrinterColumn(name="Value", type="integer", json_path=".value"),
+        PrinterColumn(name="Global-Default", type="boolean", json_path=".globalDefault"),
+        PrinterColumn(name="Age", type="date", json_path=".metadata.creationTimestamp"),
+        PrinterColumn(name="Preemption-Policy", type="string", json_path=".preemptionPolicy", priority=1),
+    )
 
     value: int
     global_default: bool = False

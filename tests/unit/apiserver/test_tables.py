@@ -160,3 +160,17 @@ async def test_a_builtin_kind_declares_its_columns(client: httpx.AsyncClient) ->
     table = (await client.get(base, headers={"Accept": TABLE})).json()
     assert [c["name"] for c in table["columnDefinitions"]] == ["Name", "Holder", "Age"]
     assert table["rows"][0]["cells"][:2] == ["l1", "node-a"]
+
+
+async def test_node_devices_print_their_gpus(client: httpx.AsyncClient) -> None:
+    devices = [
+        {"name": f"GPU-{i}", "index": i, "model": "NVIDIA H200", "health": "Unhealthy" if i == 2 else "Healthy"}
+        for i in range(4)
+    ]
+    nd = {"apiVersion": "kray.io/v1", "kind": "NodeDevices", "metadata": {"name": "n1"}}
+    nd["spec"] = {"nodeName": "n1", "devices": devices}
+    assert (await client.post("/apis/kray.io/v1/nodedevices", json=nd)).status_code == 201
+    table = (await client.get("/apis/kray.io/v1/nodedevices", headers={"Accept": TABLE})).json()
+    names = [c["name"] for c in table["columnDefinitions"]]
+    assert names[:5] == ["Name", "Driver", "Devices", "Unhealthy", "Model"]
+    assert table["rows"][0]["cells"][:5] == ["n1", "nvidia.com/gpu", "0,1,2,3", "2", "NVIDIA H200"]

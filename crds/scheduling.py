@@ -22,7 +22,7 @@ POD_GROUP_LABEL = "scheduling.kray.io/pod-group"
 # Binding's annotations; the kubelet allocates exactly these devices.
 GPU_DEVICES_ANNOTATION = "kray.io/gpu-devices"
 
-PodGroupPhase = Literal["Pending", "PreScheduling", "Scheduling", "Scheduled", "Running", "Failed"]
+PodGroupPhase = Literal["Pending", "PreScheduling", "Scheduling", "Scheduled", "Running", "Finished", "Failed"]
 
 
 class PodGroupSpec(KrayModel):

@@ -57,6 +57,9 @@ class NodeOptions:
     # 0: the real NVIDIA plugin when NVML finds GPUs here, else no GPU plugin at all.
     # Whoever deploys the node's kubelet (today deploy_local_node) must carry this through.
     fake_gpus: int = 0
+    # "" -> crun or runc (root only); "process" -> plain host processes, NO isolation, no root
+    # needed (runtime/procrt.py).
+    container_runtime: str = ""
 
     @property
     def bridge(self) -> str:
@@ -126,8 +129,11 @@ def deploy_local_node(config: KrayConfig, node: NodeOptions, timeout: float, log
     """A kubelet (and its CRI runtime service) on the Ray node this driver runs on."""
     if not node.enabled:
         return None
-    if os.geteuid() != 0:
-        log("warning: not root, so no kubelet on this node (containers need namespaces and cgroups); pods stay Pending")
+    if node.container_runtime == "process":
+        log("WARNING: --container-runtime process: pods run as plain host processes with NO ISOLATION")
+    elif os.geteuid() != 0:
+        log("warning: not root, so no kubelet on this node (containers need namespaces and cgroups); pods stay Pending"
+            " (--container-runtime process runs them without isolation)")  # fmt: skip
         return None
     import ray
 
@@ -145,6 +151,8 @@ def deploy_local_node(config: KrayConfig, node: NodeOptions, timeout: float, log
         node_ip="127.0.0.1", log_host="127.0.0.1", log_port=free_port(), cluster_dns=[pod_gateway(pod_cidr)]
     )
     runtime_args = ["--bridge", node.bridge, "--prefix", node.net_prefix]
+    if node.container_runtime:
+        runtime_args += ["--runtime", node.container_runtime]
     from kray.deviceplugins.deploy import gpu_plan, start_gpu_plugin
 
     gpus = gpu_plan(node.fake_gpus, os.path.join(node.root, name))

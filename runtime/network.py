@@ -13,11 +13,13 @@ A hostNetwork pod gets no namespace: its containers stay in the node's.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import ipaddress
 import json
 import os
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +115,7 @@ class BridgeNetwork:
         self.cfg = cfg
         self.ipam = ipam or HostLocalIpam(cfg.subnet, cfg.state_dir / f"ipam-{cfg.bridge}.json")
         self.prefixlen = ipaddress.ip_network(cfg.subnet).prefixlen
+        self._bridge_ready = 0  # ifindex of the bridge this object has set up
 
     # names ------------------------------------------------------------------------------------
     def netns_name(self, pod_id: str) -> str:
@@ -126,19 +129,21 @@ class BridgeNetwork:
     # bridge -----------------------------------------------------------------------------------
     def ensure_bridge(self) -> int:
         """Create the bridge with the gateway address if missing; returns its ifindex."""
+        idx = _ifindex(self.cfg.bridge)
+        if idx is not None and idx == self._bridge_ready:
+            return idx  # set up by us before and still there: no netlink round trips per pod
         with IPRoute() as ip:
-            found = ip.link_lookup(ifname=self.cfg.bridge)
-            if found:
-                idx = int(found[0])
-            else:
+            if idx is None:
                 with contextlib.suppress(NetlinkError):  # lost a race with another creator
                     ip.link("add", ifname=self.cfg.bridge, kind="bridge")
-                idx = int(ip.link_lookup(ifname=self.cfg.bridge)[0])
+                idx = _ifindex(self.cfg.bridge)
+                if idx is None:
+                    raise NetworkError(f"bridge {self.cfg.bridge} vanished while being created")
             have = {a.get_attr("IFA_ADDRESS") for a in ip.get_addr(index=idx)}
             if self.ipam.gateway not in have:
                 ip.addr("add", index=idx, address=self.ipam.gateway, prefixlen=self.prefixlen)
             ip.link("set", index=idx, state="up", mtu=self.cfg.mtu)
-        enable_forwarding(self.cfg.bridge)
+        self._bridge_ready = idx
         return idx
 
     def delete_bridge(self) -> None:
@@ -157,20 +162,21 @@ class BridgeNetwork:
         try:
             if not (NETNS_DIR / ns).exists():
                 netns.create(ns)
+            # Interfaces by name through if_nametoindex / RTM_GETLINK of one name: pyroute2's
+            # link_lookup dumps and decodes every link of the node, O(pods) per pod start.
             with IPRoute() as ip:
-                if not ip.link_lookup(ifname=host_if):
+                if _ifindex(host_if) is None:
                     ip.link("add", ifname=host_if, kind="veth", peer=peer)
-                    pidx = ip.link_lookup(ifname=peer)[0]
+                    pidx = _ifindex(peer)
                     ip.link("set", index=pidx, net_ns_fd=ns)
-                hidx = ip.link_lookup(ifname=host_if)[0]
+                hidx = _ifindex(host_if)
                 ip.link("set", index=hidx, master=br, mtu=self.cfg.mtu, state="up")
             with netns.iproute(ns) as nsr:
-                lo = nsr.link_lookup(ifname="lo")[0]
-                nsr.link("set", index=lo, state="up")
-                found = nsr.link_lookup(ifname=peer)
-                if found:
-                    nsr.link("set", index=found[0], ifname="eth0")
-                eth = nsr.link_lookup(ifname="eth0")[0]
+                nsr.link("set", index=_link_index(nsr, "lo"), state="up")
+                found = _link_index(nsr, peer)
+                if found is not None:
+                    nsr.link("set", index=found, ifname="eth0")
+                eth = _link_index(nsr, "eth0")
                 have = {a.get_attr("IFA_ADDRESS") for a in nsr.get_addr(index=eth)}
                 if addr not in have:
                     nsr.addr("add", index=eth, address=addr, prefixlen=self.prefixlen)
@@ -185,10 +191,10 @@ class BridgeNetwork:
     def teardown(self, pod_id: str) -> None:
         """Remove veth, namespace and the address; safe to repeat, safe on half-made sandboxes."""
         host_if = self.veth_name(pod_id)
-        with IPRoute() as ip:
-            for idx in ip.link_lookup(ifname=host_if):
-                with contextlib.suppress(NetlinkError):
-                    ip.link("del", index=idx)  # takes the pod end with it
+        idx = _ifindex(host_if)
+        if idx is not None:
+            with IPRoute() as ip, contextlib.suppress(NetlinkError):
+                ip.link("del", index=idx)  # takes the pod end with it
         ns = self.netns_name(pod_id)
         if (NETNS_DIR / ns).exists():
             with contextlib.suppress(OSError):
@@ -218,6 +224,24 @@ def enable_forwarding(ifname: str) -> None:
             path.write_text("1")
     except OSError as exc:
         raise NetworkError(f"cannot enable forwarding on {ifname}: {exc}") from exc
+
+
+def _ifindex(name: str) -> int | None:
+    """The index of a link of this thread's network namespace (one ioctl, no netlink dump)."""
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        return None
+
+
+def _link_index(ip: IPRoute, name: str) -> Any:
+    """The index of `name` in the namespace of `ip` (RTM_GETLINK of that one name), or None."""
+    try:
+        return ip.link("get", ifname=name)[0]["index"]
+    except NetlinkError as exc:
+        if exc.code == errno.ENODEV:
+            return None
+        raise
 
 
 def host_sandbox(pod_id: str) -> Sandbox:

@@ -30,6 +30,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration" / "kubelet"))
+sys.path.insert(1, str(REPO))  # the kubelet test conftest imports tests.leftovers
 
 from conftest import Node  # noqa: E402
 from kubelet_node import RunningKubelet, pod_body  # noqa: E402

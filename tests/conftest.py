@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,9 +16,26 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
 from kray.cluster import LOOPBACK_ENV
 from kray.etcd_server import EtcdServer
+from tests.leftovers import leftovers
 
 # Before anything imports ray: loopback-only clusters, no token auth (see kray.cluster).
 os.environ.update(LOOPBACK_ENV)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leftovers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """At the end of the session: no netns, link, cgroup, nftables table, OCI container or
+    process named after a prefix this session's tests took from tests.leftovers.session_prefix.
+    Fails the session (an error at the last test's teardown) when something remains."""
+    yield
+    roots = [tmp_path_factory.getbasetemp()]
+    deadline = time.monotonic() + 10.0
+    found = leftovers(roots=roots)
+    while found and time.monotonic() < deadline:  # shims and netns deletion finish a moment late
+        time.sleep(0.5)
+        found = leftovers(roots=roots)
+    if found:
+        pytest.fail("tests left these behind:\n  " + "\n  ".join(found), pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -12,19 +12,20 @@ Level-based: every pass re-reads the job and its pods from the cache and converg
 - Publish the Master's pod IP in the rendezvous ConfigMap once it is known (workers read
   ``MASTER_ADDR`` from there; see ``trainingjob_pods``).
 - Running once every replica's pod runs; Succeeded when the Master succeeds (or all do).
+  While the scheduler cannot place the gang, Running is False with reason GangUnschedulable
+  and its word for a pod. The PodGroup's status (phase, counts) is kept from the pods.
 - A failed replica restarts the whole gang: status first (restarts + 1, condition Restarting,
   written with the resourceVersion read, so two passes can never both count one failure), then
-  the pods go, then an Event. Past ``backoffLimit``, or for a replica whose restartPolicy says
-  not to, the job Fails; ``activeDeadlineSeconds`` fails it too. A pod that vanishes from a
-  running gang (evicted, preempted, deleted) counts as a failed replica.
-- Finished jobs: pods cleaned per ``cleanPodPolicy``; ``ttlSecondsAfterFinished`` deletes the
-  job (the garbage collector takes everything it owns).
+  the pods go, then an Event naming the first rank to fail. Past ``backoffLimit``, or for a
+  replica whose restartPolicy says not to, the job Fails; ``activeDeadlineSeconds`` fails it
+  too. A pod that vanishes from a running gang (evicted, preempted, deleted) counts as failed.
+- Finished jobs: pods cleaned per ``cleanPodPolicy`` (the ranks it stops settled in the counts);
+  ``ttlSecondsAfterFinished`` deletes the job (the garbage collector takes what it owns).
 - ``suspend`` deletes the pods and keeps the rest; resuming starts a fresh gang.
 """
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 
 from kray.api import (
@@ -73,6 +74,7 @@ from .trainingjob_pods import (
     phase,
     pod_for,
     pod_group_for,
+    pod_group_status,
     pod_name,
     rendezvous_for,
     rendezvous_name,
@@ -83,9 +85,6 @@ from .trainingjob_pods import (
     unschedulable_reason,
     wanted_replicas,
 )
-
-log = logging.getLogger(__name__)
-
 
 def is_retryable(policy: str, code: int | None) -> bool:
     """Whether a replica's failure may restart the gang (Kubeflow's ExitCode rule: 128+ is a
@@ -134,6 +133,7 @@ class TrainingJobReconciler:
 
         if job.finished() is not None:
             await self._clean_pods(job, pods)
+            await self._report_gang(job, current)
             if job.spec.run_policy.clean_pod_policy == "None" and current:
                 # Ranks still finishing after the verdict (the Master's success decides) run on
                 # untouched: count them as they end.
@@ -219,6 +219,7 @@ class TrainingJobReconciler:
         master = next((p for p in current if replica_of(p) == (MASTER, 0)), None)
         master_ip = master.status.pod_ip if master is not None and master.status else None
         await self._publish_master(job, master_ip)
+        await self._report_gang(job, current)
         status.master_addr = master_ip
 
         running = {replica_of(p) for p in current if phase(p) == "Running"}
@@ -309,6 +310,19 @@ class TrainingJobReconciler:
             if not owned_by(existing, job):
                 message = f"{desired.kind} {desired.name} exists and is not owned by this job"
                 await self._event(job, "Warning", "NameConflict", message)
+
+    async def _report_gang(self, job: TrainingJob, current: list[Pod]) -> None:
+        """Keep the PodGroup's status (phase, member counts: `kray get pg`): kray runs no
+        PodGroup controller, and the gang's owner knows its pods."""
+        try:
+            pg = await self.reader.get(PodGroup, job.name, job.namespace)
+        except NotFound:
+            return
+        desired = pod_group_status(current, pg.spec.min_member, job.finished())
+        if owned_by(pg, job) and pg.status != desired:
+            updated = pg.model_copy(deep=True)
+            updated.status = desired
+            await self.writer.update_status(updated)  # a stale resourceVersion -> 409 -> requeued
 
     async def _publish_master(self, job: TrainingJob, master_ip: str | None) -> None:
         try:

@@ -302,7 +302,7 @@ class NodeAgent:
 
     async def _autoscale(self, alive: set[str]) -> None:
         assert self.autoscaler is not None
-        pods = (await self.api.list(Pod)).items
+        pods = (await self.api.list(Pod, all_namespaces=True)).items
         pending = [p for p in pods if unschedulable(p)]
         bundles: list[dict[str, float]] = []
         if pending:

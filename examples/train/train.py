@@ -15,6 +15,7 @@ Knobs (env): STEPS (default 50), BATCH (64), LR (0.05), LOG_EVERY (10), SEED (0)
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 import warnings
@@ -84,6 +85,10 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    # In a container this program is PID 1, and the kernel drops a signal PID 1 has no handler
+    # for: without one, deleting a running rank (a gang restart, cleanPodPolicy, suspend) would
+    # wait out the whole grace period before the SIGKILL.
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(128 + signal.SIGTERM))
     code = main()
     # Leave without running C++ static destructors: gloo's background threads can still be
     # winding down then, and libstdc++ aborts ("terminate called without an active exception")

@@ -48,6 +48,13 @@ def _echo(message: str) -> None:
     type=click.IntRange(0),
     help="Give this node N fake GPUs (nvidia.com/gpu, no device nodes) for tests and demos.",
 )
+@click.option(
+    "--container-runtime",
+    default="",
+    type=click.Choice(["", "crun", "runc", "process"]),
+    help="crun/runc (default: the first installed; needs root), or process: pods as plain host processes,"
+    " NO isolation, for machines where kray is not root.",
+)
 def up(
     etcd: str | None,
     ray_address: str | None,
@@ -65,6 +72,7 @@ def up(
     node_root: str,
     net_prefix: str,
     fake_gpus: int,
+    container_runtime: str,
 ) -> None:
     """Start (or join) a kray cluster: etcd, Ray, the control plane and a node. Idempotent."""
     from kray.cluster import ClusterError, UpOptions, default_state_dir
@@ -91,6 +99,7 @@ def up(
             root=node_root,
             net_prefix=net_prefix,
             fake_gpus=fake_gpus,
+            container_runtime=container_runtime,
         ),
     )
     try:

@@ -26,6 +26,7 @@ from kray.runtime.images import ImageStore
 from kray.runtime.network import NETNS_DIR, BridgeNetwork, NetworkConfig
 from kray.runtime.ocirt import make_runtime
 from kray.runtime.service import NodeRuntime
+from tests.leftovers import session_prefix
 
 REPO = Path(__file__).resolve().parents[3]
 TOKEN = "kubelet-test"
@@ -126,7 +127,7 @@ def image_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory, image_tar: Path) -> Iterator[Node]:
-    prefix = "kk" + secrets.token_hex(3)
+    prefix = session_prefix("kk")
     subnet = f"10.{200 + secrets.randbelow(50)}.{secrets.randbelow(250)}.0/24"
     n = Node(prefix, tmp_path_factory.mktemp(prefix), subnet, image_tar)
     try:

@@ -21,6 +21,7 @@ from kray.crds import Node, ObjectMeta
 from kray.crds.core.node import NodeAddress, NodeStatus
 from kray.runtime.network import NETNS_DIR
 from kray.runtime.routes import KRAY_ROUTE_PROTO, NetlinkRouteTable, RouteSync
+from tests.leftovers import session_prefix
 
 pytestmark = pytest.mark.root
 
@@ -56,7 +57,7 @@ def prefix() -> Iterator[str]:
         pytest.skip("needs root")
     if not shutil.which("busybox"):
         pytest.skip("busybox not installed (scripts/install_system.sh)")
-    p = "kmn" + secrets.token_hex(2)
+    p = session_prefix("kmn", 2)  # checked for leftovers at the end of the session
     try:
         yield p
     finally:

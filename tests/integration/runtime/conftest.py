@@ -20,6 +20,7 @@ from kray.runtime.images import ImageStore
 from kray.runtime.network import BridgeNetwork, NetworkConfig
 from kray.runtime.oci import ContainerConfig
 from kray.runtime.ocirt import CliRuntime, make_runtime
+from tests.leftovers import session_prefix
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -89,7 +90,7 @@ class Node:
 
 
 def make_node(tmp_path: Path, runtime_name: str) -> Node:
-    prefix = "kt" + secrets.token_hex(3)
+    prefix = session_prefix("kt")
     base = tmp_path / prefix
     rt = make_runtime(runtime_name, base / "oci")
     return Node(

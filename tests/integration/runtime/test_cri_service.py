@@ -31,6 +31,7 @@ from kray.runtime.network import NETNS_DIR, BridgeNetwork, NetworkConfig
 from kray.runtime.ocirt import make_runtime
 from kray.runtime.service import NodeRuntime
 from kray.runtime.volumes import KeyToPath, Volume, VolumeManager
+from tests.leftovers import session_prefix
 
 pytestmark = [pytest.mark.root]
 
@@ -116,7 +117,7 @@ class Service:
 def service(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path) -> Iterator[Service]:
     if not shutil.which("crun"):
         pytest.skip("crun not installed")
-    prefix = "kc" + secrets.token_hex(3)
+    prefix = session_prefix("kc")
     base = tmp_path_factory.mktemp(prefix)
     subnet = f"10.{200 + secrets.randbelow(50)}.{secrets.randbelow(250)}.0/24"
     svc = Service(prefix, base, base / "run" / "cri.sock", subnet)

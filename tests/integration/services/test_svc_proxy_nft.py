@@ -26,6 +26,7 @@ from kray.actors.store import MemoryKV, ObjectStore
 from kray.crds.core import Endpoints, Service
 from kray.crds.registry import REGISTRY
 from kray.runtime.network import NETNS_DIR, BridgeNetwork, NetworkConfig
+from tests.leftovers import session_prefix
 
 pytestmark = [
     pytest.mark.root,
@@ -39,7 +40,7 @@ CLUSTER_IP = "10.97.123.45"
 
 class Net:
     def __init__(self, base: Path) -> None:
-        self.prefix = "ksv" + secrets.token_hex(3)
+        self.prefix = session_prefix("ksv")  # checked for leftovers at the end of the session
         subnet = f"10.{200 + secrets.randbelow(50)}.{secrets.randbelow(250)}.0/24"
         self.net = BridgeNetwork(
             NetworkConfig(subnet=subnet, state_dir=base, prefix=self.prefix, bridge=f"{self.prefix}br")

@@ -247,7 +247,15 @@ def test_gang_starts_only_when_every_replica_fits(node: Node) -> None:
             blocked = [p for p in pods if condition(p, "PodScheduled").get("status") == "False"]
             return pods if len(pods) == 3 and len(blocked) == 3 else None
 
-        pods = wait_for("3 pods, none schedulable", all_unschedulable, timeout=60)
+        wait_for("3 pods, none schedulable", all_unschedulable, timeout=60)
+
+        def job_says_why() -> Obj | None:  # the operator reports it once all 3 are rejected
+            running = condition(n.get("tj", name), "Running")
+            return running if running.get("reason") == "GangUnschedulable" and "3 of 3" in running["message"] else None
+
+        running = wait_for("the job to say the gang is unschedulable", job_says_why, timeout=60)
+        assert running["status"] == "False", running
+        assert "3 of 3 pods of the gang cannot be scheduled" in running["message"], running
         time.sleep(3)  # a negative check needs time: the gang must stay unbound, not start late
         pods = job_pods(n, name)
         assert len(pods) == 3
@@ -257,12 +265,9 @@ def test_gang_starts_only_when_every_replica_fits(node: Node) -> None:
             scheduled = condition(pod, "PodScheduled")
             assert scheduled["reason"] == "Unschedulable", scheduled
             assert "cpu" in scheduled["message"] or name in scheduled["message"], scheduled
-        job = n.get("tj", name)
-        assert condition(job, "Running").get("status") != "True"
-        assert n.get("podgroup", name)["spec"]["minMember"] == 3
-        running = condition(job, "Running")
-        assert running["status"] == "False" and running["reason"] == "GangUnschedulable", running
-        assert "3 of 3 pods of the gang cannot be scheduled" in running["message"], running
+        gang = n.get("podgroup", name)
+        assert gang["spec"]["minMember"] == 3 and gang["status"]["phase"] == "Pending", gang
+        assert gang["status"]["scheduled"] == 0 and gang["status"]["running"] == 0, gang
         describe = n.ok("describe", "tj", name)
         assert "GangUnschedulable" in describe, describe
         pending = re.findall(rf"^\s+{name}-\S+\s+Pending\s+<none>\s+0\s+Unschedulable: ", describe, re.M)
@@ -275,6 +280,7 @@ def test_gang_starts_only_when_every_replica_fits(node: Node) -> None:
         pods = job_pods(n, name)
         assert {p["spec"].get("nodeName") for p in pods} == {n.name}
         assert (n.get("tj", name).get("status") or {}).get("restarts", 0) == 0
+        wait_for("the PodGroup Finished", lambda: n.get("podgroup", name).get("status", {}).get("phase") == "Finished")
     finally:
         n.kray("delete", "pod", "tj-placeholder", "--ignore-not-found")
         delete_job(n, name)
@@ -283,7 +289,7 @@ def test_gang_starts_only_when_every_replica_fits(node: Node) -> None:
 @needs_torch
 def test_killed_worker_restarts_the_gang_and_the_job_succeeds(node: Node) -> None:
     n, name = node, "tj-kill"
-    n.apply([train_job(name, steps=30, step_sleep=0.2)], name)
+    n.apply([train_job(name, steps=30, step_sleep=0.3)], name)
     try:
 
         def training_worker() -> Obj | None:

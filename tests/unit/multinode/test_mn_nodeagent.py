@@ -22,7 +22,7 @@ from kray.actors.nodeagent.fakes import FakeAutoscaler, FakeDeployer, FakeMember
 from kray.actors.store import MemoryKV, ObjectStore
 from kray.client import AsyncClient
 from kray.client.errors import NotFound
-from kray.crds import Node, ObjectMeta, Pod
+from kray.crds import Namespace, Node, ObjectMeta, Pod
 from kray.crds.registry import REGISTRY
 
 NOW = datetime(2024, 1, 1, tzinfo=timezone.utc)
@@ -209,10 +209,12 @@ async def test_bound_node_keeps_its_name_and_settings_and_excluded_nodes_are_lef
     assert deployer.calls == [] and agent.deployed == {}
 
 
-async def _pod(client: AsyncClient, name: str, cpu: str, node: str | None = None, gpu: str | None = None) -> Pod:
+async def _pod(
+    client: AsyncClient, name: str, cpu: str, node: str | None = None, gpu: str | None = None, ns: str = "default"
+) -> Pod:
     requests = {"cpu": cpu, "memory": "1Gi", **({"nvidia.com/gpu": gpu} if gpu else {})}
     spec = {"containers": [{"name": "c", "image": "i", "resources": {"requests": requests}}], "nodeName": node}
-    await client.create(Pod.model_validate({"metadata": {"name": name, "namespace": "default"}, "spec": spec}))
+    await client.create(Pod.model_validate({"metadata": {"name": name, "namespace": ns}, "spec": spec}))
     if node is None:
         body = {
             "status": {
@@ -220,8 +222,8 @@ async def _pod(client: AsyncClient, name: str, cpu: str, node: str | None = None
                 "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}],
             }
         }
-        await client.patch(Pod, name, body, "default", subresource="status")
-    return await client.get(Pod, name, "default")
+        await client.patch(Pod, name, body, ns, subresource="status")
+    return await client.get(Pod, name, ns)
 
 
 async def test_unschedulable_pods_become_bundles_rate_limited_and_cleared(env: Env) -> None:
@@ -231,7 +233,8 @@ async def test_unschedulable_pods_become_bundles_rate_limited_and_cleared(env: E
     await _pod(env.client, "running", "2", node=node_name_for(a))
     await env.agent.step()
     assert env.autoscaler.requests == [[]]  # nothing pending: nothing asked
-    await _pod(env.client, "big", "4", gpu="1")
+    await env.client.create(Namespace(metadata=ObjectMeta(name="team")))
+    await _pod(env.client, "big", "4", gpu="1", ns="team")  # pending pods of every namespace count
     await env.agent.step()
     assert len(env.autoscaler.requests) == 1  # rate-limited: the clear went out < 10 s ago
     env.clock.advance(10)
@@ -241,8 +244,8 @@ async def test_unschedulable_pods_become_bundles_rate_limited_and_cleared(env: E
     env.clock.advance(10)
     await env.agent.step()
     assert len(env.autoscaler.requests) == 2  # unchanged: not sent again
-    await env.client.delete(Pod, "big", "default")
+    await env.client.delete(Pod, "big", "team")
     with pytest.raises(NotFound):
-        await env.client.get(Pod, "big", "default")
+        await env.client.get(Pod, "big", "team")
     await env.agent.step()
     assert env.autoscaler.standing == []  # cleared (the last send was 10 s ago)

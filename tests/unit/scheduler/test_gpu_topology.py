@@ -236,3 +236,20 @@ async def test_unreserve_releases_the_devices() -> None:
     await s.step()
     assert "default/a" not in s.cache.pods
     assert not s.cache.nodes["n"].used_devices
+
+
+async def test_preemption_frees_named_devices_for_a_higher_priority_pod() -> None:
+    s, binder, _, _ = make_scheduler(nodes=[node("n", cpu=64, memory="512Gi", gpu=8)])
+    s.on_node_devices(node_devices("n", unhealthy=(7,)))
+    for name, devs in (("low", [0, 1, 2, 3]), ("mid", [4, 5])):
+        held = holding(name, "n", devs).model_copy(deep=True)
+        held.spec.priority = 10 if name == "low" else 100
+        await binder.bind(held, "n")
+    s.on_pod_add(pod("urgent", gpu=4, priority=50))
+    await s.step()
+    # 1 healthy GPU free: only evicting "low" (priority 10 < 50) frees enough; "mid" stays.
+    assert "default/low" not in binder.bound and binder.bound["default/mid"] == "n"
+    s.clock.advance(30)  # type: ignore[attr-defined]
+    await s.run_until_idle()
+    assert binder.bound["default/urgent"] == "n"
+    assert indices(s.cache.pods["default/urgent"].info.gpu_devices) == [0, 1, 2, 3]

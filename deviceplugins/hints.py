@@ -13,10 +13,10 @@ import logging
 
 from kray.crds import Pod
 from kray.crds.core.container import Container
+from kray.crds.scheduling import GPU_DEVICES_ANNOTATION
 
 log = logging.getLogger(__name__)
 
-GPU_DEVICES_ANNOTATION = "kray.io/gpu-devices"
 GPU_RESOURCE = "nvidia.com/gpu"
 
 

@@ -37,7 +37,7 @@ from .handlers import Handlers
 from .lists import list_body, parse_filter, with_resource_version
 from .logs import PodLogs
 from .patch import PATCH_TYPES
-from .priority import PriorityAdmission
+from .priority import BUILTIN_PRIORITY_CLASSES, PriorityAdmission, builtin_class
 from .watch import WatchParams, WatchResponse, watch_stream
 
 log = logging.getLogger(__name__)
@@ -157,10 +157,26 @@ class ApiServer:
             obj.metadata.generation = 1
             with contextlib.suppress(KeyExistsError):
                 await self.store.create(ns_info, obj)
+        await self._bootstrap_priority_classes()
         await self.reload_crds()
         if self.cluster_ips is not None:
             self.cluster_ips.start()
         self._started = True
+
+    async def _bootstrap_priority_classes(self) -> None:
+        """kube-apiserver's system-cluster-critical and system-node-critical, stored so that
+        `kray get pc` lists them (admission resolves them even if someone deletes them)."""
+        try:
+            info = self.registry.get("scheduling.k8s.io/v1", "PriorityClass")
+        except UnknownKindError:
+            return
+        for name in BUILTIN_PRIORITY_CLASSES:
+            obj = builtin_class(name)
+            obj.metadata.uid = str(uuid.uuid4())
+            obj.metadata.creation_timestamp = self.clock()
+            obj.metadata.generation = 1
+            with contextlib.suppress(KeyExistsError):
+                await self.store.create(info, obj)
 
     async def reload_crds(self) -> None:
         try:

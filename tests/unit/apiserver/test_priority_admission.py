@@ -99,3 +99,15 @@ async def test_updates_are_not_re_resolved(client: httpx.AsyncClient) -> None:
     )
     assert r.status_code == 200, r.text
     assert r.json()["spec"]["priority"] == 100
+
+
+async def test_the_system_classes_are_stored_at_startup(client: httpx.AsyncClient) -> None:
+    listed = (await client.get(CLASSES)).json()["items"]
+    values = {pc["metadata"]["name"]: pc["value"] for pc in listed}
+    assert values == {"system-cluster-critical": 2_000_000_000, "system-node-critical": 2_000_001_000}
+    # Deleted, they still resolve (admission knows them), as kube-apiserver's do.
+    assert (await client.delete(f"{CLASSES}/system-node-critical")).status_code == 200
+    critical = pod("critical")
+    critical["spec"]["priorityClassName"] = "system-node-critical"
+    r = await client.post(PODS, json=critical)
+    assert r.status_code == 201 and r.json()["spec"]["priority"] == 2_000_001_000

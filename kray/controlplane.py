@@ -224,8 +224,8 @@ def deploy_node_agent(config: KrayConfig, options: dict[str, Any], timeout: floa
     """The node agent: a kubelet, proxy (with host-gw routes) and DNS server on every Ray node
     that joins, a GPU plugin where Ray counts GPUs (see ``kray.actors.nodeagent``)."""
     if os.geteuid() != 0:
-        log("warning: not root, so no node agent (kubelets need namespaces and cgroups)")
-        return
+        log("warning: not root, so the node agent registers Nodes but runs no kubelets on them")
+        options = {**options, "node_actors": False}
     import ray
 
     from kray.actors.nodeagent.actor import deploy_node_agent as deploy

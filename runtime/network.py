@@ -143,6 +143,7 @@ class BridgeNetwork:
             if self.ipam.gateway not in have:
                 ip.addr("add", index=idx, address=self.ipam.gateway, prefixlen=self.prefixlen)
             ip.link("set", index=idx, state="up", mtu=self.cfg.mtu)
+        enable_forwarding(self.cfg.bridge)  # pods reach other nodes' pods and Service backends
         self._bridge_ready = idx
         return idx
 
@@ -153,7 +154,7 @@ class BridgeNetwork:
 
     # sandboxes --------------------------------------------------------------------------------
     def setup(self, pod_id: str) -> Sandbox:
-        """Namespace, veth pair (pod end renamed eth0), address, lo up, default route."""
+        """Namespace, veth pair (the pod end is its eth0), address, lo up, default route."""
         br = self.ensure_bridge()
         ns = self.netns_name(pod_id)
         host_if = self.veth_name(pod_id)
@@ -166,14 +167,19 @@ class BridgeNetwork:
             # link_lookup dumps and decodes every link of the node, O(pods) per pod start.
             with IPRoute() as ip:
                 if _ifindex(host_if) is None:
-                    ip.link("add", ifname=host_if, kind="veth", peer=peer)
-                    pidx = _ifindex(peer)
-                    ip.link("set", index=pidx, net_ns_fd=ns)
+                    # The pod end is born in the pod's netns as eth0: moving it there afterwards
+                    # waits out RCU grace periods under the kernel's global rtnl lock (~17 ms per
+                    # pod, every pod start of the node in a queue behind it).
+                    fd = os.open(NETNS_DIR / ns, os.O_RDONLY)
+                    try:
+                        ip.link("add", ifname=host_if, kind="veth", peer={"ifname": "eth0", "net_ns_fd": fd})
+                    finally:
+                        os.close(fd)
                 hidx = _ifindex(host_if)
                 ip.link("set", index=hidx, master=br, mtu=self.cfg.mtu, state="up")
             with netns.iproute(ns) as nsr:
                 nsr.link("set", index=_link_index(nsr, "lo"), state="up")
-                found = _link_index(nsr, peer)
+                found = _link_index(nsr, peer)  # a pod end moved in by an older kray
                 if found is not None:
                     nsr.link("set", index=found, ifname="eth0")
                 eth = _link_index(nsr, "eth0")

@@ -37,6 +37,7 @@ from .handlers import Handlers
 from .lists import list_body, parse_filter, with_resource_version
 from .logs import PodLogs
 from .patch import PATCH_TYPES
+from .paths import RESOURCE_METHODS, Target, resolve, resource_path
 from .priority import BUILTIN_PRIORITY_CLASSES, PriorityAdmission, builtin_class
 from .watch import WatchParams, WatchResponse, watch_stream
 
@@ -58,21 +59,6 @@ def _table_response(info: KindInfo, items: list[dict[str, Any]], resource_versio
 
 def _bool(value: str | None) -> bool:
     return (value or "").lower() in ("true", "1")
-
-
-class _Target:
-    """What a resource URL addresses."""
-
-    __slots__ = ("info", "name", "namespace", "subresource", "watch")
-
-    def __init__(self, info: KindInfo, namespace: str | None, name: str | None, subresource: str, watch: bool) -> None:
-        self.info, self.namespace, self.name, self.subresource, self.watch = (
-            info,
-            namespace,
-            name,
-            subresource,
-            watch,
-        )
 
 
 class ApiServer:
@@ -134,7 +120,19 @@ class ApiServer:
             Route("/apis/{group}/{version}/{rest:path}", self._group_endpoint, methods=[*_ITEM_METHODS, "POST"]),
         ]
         self.starlette = Starlette(routes=routes, lifespan=self._lifespan)
-        self.app: ASGIApp = _strip_trailing_slash(BearerAuth(self.starlette, token))
+        self.app: ASGIApp = _strip_trailing_slash(BearerAuth(self._route, token))
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Resource requests straight to the endpoint; the rest through Starlette's routes."""
+        if scope["type"] == "http" and scope["method"] in RESOURCE_METHODS and not scope.get("root_path"):
+            parts = resource_path(scope["path"])
+            if parts is not None:
+                # _endpoint turns every exception into a Status response, so Starlette's
+                # error middleware has nothing to add here.
+                response = await self._endpoint(Request(scope, receive, send), *parts)
+                await response(scope, receive, send)
+                return
+        await self.starlette(scope, receive, send)
 
     # ---- lifecycle ----
 
@@ -241,7 +239,7 @@ class ApiServer:
 
     async def _endpoint(self, request: Request, group: str, version: str, rest: str) -> Response | WatchResponse:
         try:
-            target = self._resolve(group, version, rest)
+            target = resolve(self.registry, group, version, rest)
             return await self._dispatch(request, target)
         except errors.ApiError as exc:
             return exc.response()
@@ -253,45 +251,7 @@ class ApiServer:
             log.exception("%s %s failed", request.method, request.url.path)
             return errors.internal(f"{type(exc).__name__}: {exc}").response()
 
-    def _resolve(self, group: str, version: str, rest: str) -> _Target:
-        seg = [s for s in rest.split("/") if s]
-        watch = bool(seg) and seg[0] == "watch"  # the deprecated /watch/ path prefix
-        if watch:
-            seg = seg[1:]
-        namespace: str | None = None
-        name: str | None = None
-        sub = ""
-        n = len(seg)
-        if n == 1:
-            plural = seg[0]
-        elif n == 2:
-            plural, name = seg
-        elif n == 3 and seg[0] == "namespaces" and seg[2] not in ("status", "finalize"):
-            namespace, plural = seg[1], seg[2]
-        elif n == 3:
-            plural, name, sub = seg
-        elif n in (4, 5) and seg[0] == "namespaces":
-            namespace, plural, name = seg[1], seg[2], seg[3]
-            sub = seg[4] if n == 5 else ""
-        else:
-            raise errors.resource_not_found()
-        try:
-            info = self.registry.by_resource(group, version, plural)
-        except UnknownKindError:
-            raise errors.resource_not_found() from None
-        if namespace is not None and not info.namespaced:
-            raise errors.resource_not_found()
-        if name is not None and info.namespaced and namespace is None:
-            raise errors.resource_not_found()
-        if sub and not (
-            (sub == "status" and info.has_status_subresource)
-            or (sub == "finalize" and info.group == "" and info.kind == "Namespace")
-            or (sub == "binding" and info.kind in ("Pod", "PodGroup") and info.namespaced)
-        ):
-            raise errors.resource_not_found()
-        return _Target(info, namespace, name, sub, watch)
-
-    async def _dispatch(self, request: Request, t: _Target) -> Response | WatchResponse:
+    async def _dispatch(self, request: Request, t: Target) -> Response | WatchResponse:
         method = request.method
         query = request.query_params
         h = self.handlers
@@ -316,10 +276,12 @@ class ApiServer:
             status = await bind(t.namespace, t.name, body)
             return errors.status_response(status, 201)
         if method == "GET":
-            got = await h.get(t.info, t.namespace, t.name)
+            # The stored JSON is the wire form: served as is, like list and watch items.
+            value, revision = await h.get_raw(t.info, t.namespace, t.name)
+            body = with_resource_version(value, revision)
             if not t.subresource and tables.wants_table(request.headers.get("accept", "")):
-                return _table_response(t.info, [got.model_dump(mode="json", by_alias=True, exclude_none=True)])
-            return _object_response(got)
+                return _table_response(t.info, [json.loads(body)])
+            return Response(body, media_type=errors.JSON)
         if method == "PUT":
             data = await read_object(request, self.max_object_bytes)
             return _object_response(await h.update(t.info, t.namespace, t.name, data, t.subresource))
@@ -336,7 +298,7 @@ class ApiServer:
 
     # ---- list / watch / deletecollection ----
 
-    async def _list(self, request: Request, t: _Target) -> Response:
+    async def _list(self, request: Request, t: Target) -> Response:
         query = request.query_params
         flt = _filter(query)
         kvs, revision = await self.store.kv.range(self.store.prefix(t.info, t.namespace))
@@ -348,7 +310,7 @@ class ApiServer:
             return _table_response(t.info, [json.loads(item) for item in items], str(revision))
         return Response(list_body(t.info, items, revision), media_type=errors.JSON)
 
-    def _watch(self, request: Request, t: _Target, field_name: str | None = None) -> WatchResponse:
+    def _watch(self, request: Request, t: Target, field_name: str | None = None) -> WatchResponse:
         query = request.query_params
         flt = _filter(query, field_name)
         rv = query.get("resourceVersion")
@@ -366,7 +328,7 @@ class ApiServer:
         )
         return WatchResponse(watch_stream(self.store, t.info, t.namespace, params, self.stopping))
 
-    async def _delete_collection(self, request: Request, t: _Target) -> Response:
+    async def _delete_collection(self, request: Request, t: Target) -> Response:
         if t.info.namespaced and t.namespace is None:
             raise errors.method_not_allowed()
         flt = _filter(request.query_params)

@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic_core import from_json
+
 from kray.actors.store.kv import KeyNotFoundError, RevisionConflictError, StoreError
 from kray.actors.store.objects import ObjectStore
 from kray.crds.meta import Resource
@@ -26,6 +28,8 @@ from .patch import PatchError, apply_patch
 
 _CAS_RETRIES = 8
 _DEFAULT_POD_GRACE = 30
+# Returns the object to write. It must not modify its argument in place (the read object is
+# shared with it, not deep-copied): the patch functions are pure and an update ignores it.
 Transform = Callable[[dict[str, Any]], dict[str, Any]]
 
 
@@ -98,10 +102,15 @@ class Handlers:
         return request.object
 
     async def get(self, info: KindInfo, namespace: str | None, name: str) -> Resource:
+        return self.store.decode(info, *await self.get_raw(info, namespace, name))
+
+    async def get_raw(self, info: KindInfo, namespace: str | None, name: str) -> tuple[bytes, int]:
+        """(stored JSON without resourceVersion, resourceVersion): GET serves it without a decode."""
         try:
-            return await self.store.get(info, namespace, name)
+            kv = await self.store.get_raw(info, namespace, name)
         except StoreError as exc:
             raise errors.from_store_error(exc, info, name) from None
+        return kv.value, kv.mod_revision
 
     def _observe(self, info: KindInfo, obj: Resource | None, name: str = "") -> None:
         """Keep the namespace cache and the CRD registry in step with what was written."""
@@ -205,13 +214,18 @@ class Handlers:
     ) -> Resource:
         """Read, transform, write with CAS; retry on a lost race unless a resourceVersion was given."""
         for _ in range(_CAS_RETRIES):
-            old = await self.get(info, namespace, name)
-            old_data = old.to_dict()
+            value, revision = await self.get_raw(info, namespace, name)
+            old = self.store.decode(info, value, revision)
+            # The stored JSON is the wire form the store encoded (old.to_dict() without the
+            # resourceVersion), so parsing it is the same dict for a fraction of a model dump.
+            old_data = from_json(value)
+            old_meta = old_data.setdefault("metadata", {})
             # The transform sees the object without its resourceVersion, so one in the result is
             # the caller's precondition, never the one carried over from the read: without one,
-            # a lost race is retried here instead of coming back as 409.
-            current = copy.deepcopy(old_data)
-            current.setdefault("metadata", {}).pop("resourceVersion", None)
+            # a lost race is retried here instead of coming back as 409. A shallow copy is
+            # enough: transforms never modify their argument (see Transform).
+            current = {**old_data, "metadata": dict(old_meta)}
+            old_meta["resourceVersion"] = old.metadata.resource_version
             new_data = transform(current)
             wanted_rv = (new_data.get("metadata") or {}).pop("resourceVersion", None)
             if wanted_rv and wanted_rv != old.metadata.resource_version:

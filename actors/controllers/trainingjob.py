@@ -86,6 +86,7 @@ from .trainingjob_pods import (
     wanted_replicas,
 )
 
+
 def is_retryable(policy: str, code: int | None) -> bool:
     """Whether a replica's failure may restart the gang (Kubeflow's ExitCode rule: 128+ is a
     signal, e.g. OOM-killed or preempted, worth retrying; 1-127 is the program's own error)."""

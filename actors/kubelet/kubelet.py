@@ -144,7 +144,7 @@ class Kubelet:
     async def _terminate(self, pod: Pod) -> None:
         uid = pod.metadata.uid or ""
         grace = pod.metadata.deletion_grace_period_seconds
-        await self.syncer.kill(uid, int(grace) if grace is not None else None)
+        await self.syncer.kill(uid, int(grace) if grace is not None else None, pod)
         self.admitted.discard(uid)
         try:
             await self.api.delete(

@@ -25,6 +25,7 @@ from kray.runtime.cri import api_pb2 as pb
 from . import podstatus
 from .dns import pod_dns_config
 from .envvars import ContainerConfigError, EnvContext, build_env, command_line
+from .hooks import pre_stop, run_hook
 from .ports import (
     ANN_GRACE,
     CONTAINER_KIND,
@@ -43,6 +44,7 @@ from .runtimepod import RuntimePod, inspect
 from .specs import extended_resources, linux_resources, security_context, volume_for
 
 log = logging.getLogger(__name__)
+POST_START_TIMEOUT = 30.0  # Kubernetes has none; a hook that hangs must not hold the pod forever
 
 
 @dataclass
@@ -166,7 +168,8 @@ class PodSyncer:
                 self.probes.add(uid, pod_ip, c, st.id)
                 if self.probes.liveness_failed(st.id):
                     log.info("pod %s container %s failed its liveness probe: restarting", pod.metadata.name, c.name)
-                    await self.cri.stop_container(st.id, self._grace(pod, c))
+                    grace = await pre_stop(self.cri, c, st.id, pod_ip, self._grace(pod, c))
+                    await self.cri.stop_container(st.id, int(grace))
                     changed = True
                 continue
             if st is not None and st.state == pb.CONTAINER_EXITED:
@@ -234,7 +237,12 @@ class PodSyncer:
             due.append(self.config.backoff_initial)
             return True
         self.waiting.pop(key, None)
-        if kind == "app":
+        hook = c.lifecycle.post_start if c.lifecycle else None
+        err = await run_hook(self.cri, hook, c, cid, pod_ip, POST_START_TIMEOUT) if hook else None
+        if err is not None:  # as the kubelet does: the container is killed, its restart policy decides
+            log.warning("pod %s container %s: postStart hook failed: %s", pod.metadata.name, c.name, err)
+            await self.cri.stop_container(cid, self._grace(pod, c))
+        elif kind == "app":  # probes begin once postStart is done
             self.probes.add(uid, pod_ip, c, cid)
         return True
 
@@ -364,15 +372,19 @@ class PodSyncer:
         return self.config.default_grace if g is None else int(g)
 
     # --- kill -------------------------------------------------------------------------------
-    async def kill(self, uid: str, grace: int | None) -> None:
-        """Stop every container (SIGTERM, SIGKILL after the grace), then remove the sandboxes,
-        volumes and devices. Grace None: each container's remembered grace."""
+    async def kill(self, uid: str, grace: int | None, pod: Pod | None = None) -> None:
+        """Stop every container (preStop hook when `pod` gives one, SIGTERM, SIGKILL after the
+        grace), then remove the sandboxes, volumes and devices. Grace None: each container's
+        remembered grace."""
         rp = await inspect(self.cri, uid)
+        specs = {c.name: c for c in pod.spec.containers} if pod is not None else {}
+        pod_ip = (pod.status.pod_ip if pod is not None and pod.status else None) or self.host_ip
 
         async def stop(st: pb.ContainerStatus) -> None:
             g = grace if grace is not None else int(st.annotations.get(ANN_GRACE, self.config.default_grace))
             try:
-                await self.cri.stop_container(st.id, g)
+                spec = specs.get(st.labels.get(CONTAINER_NAME, st.metadata.name))
+                await self.cri.stop_container(st.id, int(await pre_stop(self.cri, spec, st.id, pod_ip, g)))
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.NOT_FOUND:
                     raise

@@ -178,6 +178,8 @@ class NodeAgentActor:
                 period=float(opts.get("period", 2.0)),
                 dns=bool(opts.get("dns", True)),
                 exclude_node_ids=frozenset(opts.get("exclude_node_ids") or ()),
+                bundle_memory=bool(opts.get("bundle_memory", True)),
+                node_actors=bool(opts.get("node_actors", True)),
             )
             await self.agent.run()
 
@@ -201,7 +203,10 @@ def deploy_node_agent(config: KrayConfig, **options: Any) -> Any:
     ``kubelet_root``, ``kubelet_options`` (``KubeletConfig`` fields), ``proxy_options`` (for
     ``deploy_proxy``; ``routes`` defaults to True), ``device_plugin_dir``, ``dns`` (a DNS server
     per node, default True), ``dns_port`` (53), ``exclude_node_ids`` (Ray nodes to leave alone:
-    `kray up --no-kubelet` keeps its head a control-plane-only machine).
+    `kray up --no-kubelet` keeps its head a control-plane-only machine), ``bundle_memory``
+    (autoscaler bundles ask for memory, default True; False where the provider's node types
+    carry no memory, as on-premise and fake ones), ``node_actors`` (default True; False: register
+    Nodes only, for a Ray cluster that runs without root).
     """
     import ray
 

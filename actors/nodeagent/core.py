@@ -147,8 +147,9 @@ def _active_on(pod: Pod, nodes: set[str]) -> bool:
     return bool(pod.spec.node_name in nodes and phase not in ("Succeeded", "Failed"))
 
 
-def pod_bundle(pod: Pod) -> dict[str, float]:
-    """A pod's requests as a Ray resource shape (CPU cores, memory bytes, GPUs)."""
+def pod_bundle(pod: Pod, memory: bool = True) -> dict[str, float]:
+    """A pod's requests as a Ray resource shape (CPU cores, memory bytes unless ``memory`` is
+    False, GPUs)."""
     req = pod.spec.resource_requests()
 
     def amount(name: str) -> float:
@@ -156,7 +157,9 @@ def pod_bundle(pod: Pod) -> dict[str, float]:
         return float(q.amount if isinstance(q, Quantity) else Decimal(0))
 
     cpu = round(amount("cpu"), 4) or DEFAULT_CPU
-    bundle = {"CPU": cpu, "memory": float(int(amount("memory"))) or DEFAULT_MEMORY}
+    bundle = {"CPU": cpu}
+    if memory:
+        bundle["memory"] = float(int(amount("memory"))) or DEFAULT_MEMORY
     gpus = amount(GPU_RESOURCE)
     if gpus:
         bundle["GPU"] = gpus
@@ -177,11 +180,19 @@ class NodeAgent:
         period: float = 2.0,
         dns: bool = True,
         exclude_node_ids: frozenset[str] | set[str] = frozenset(),
+        bundle_memory: bool = True,
+        node_actors: bool = True,
     ) -> None:
         self.api, self.membership, self.deployer, self.autoscaler = api, membership, deployer, autoscaler
         self.clock = clock
         self.dns = dns  # a DNS server on every node, on its pod bridge's gateway address
         self.exclude_node_ids = frozenset(exclude_node_ids)  # Ray nodes that run no kray node
+        # Whether bundles ask for memory: only providers that know their node types' memory
+        # (the clouds fill it in) can place such a bundle; to others it is infeasible.
+        self.bundle_memory = bundle_memory
+        # False: Nodes are registered (and get podCIDRs) but no kubelet, proxy or DNS is
+        # deployed -- where Ray runs without root, kubelets could only fail and restart.
+        self.node_actors = node_actors
         self.grace_period = grace_period
         self.autoscale_interval = autoscale_interval
         self.period = period
@@ -243,7 +254,7 @@ class NodeAgent:
         if not cidr:
             log.debug("node %s: waiting for a podCIDR from the node IPAM controller", name)
             return
-        if self.deployed.get(name) == member.node_id:
+        if self.deployed.get(name) == member.node_id or not self.node_actors:
             return
         if name in self.deployed:  # the same name is back on another Ray node: old actors out
             self.deployer.remove(name)
@@ -307,7 +318,7 @@ class NodeAgent:
         bundles: list[dict[str, float]] = []
         if pending:
             bound = [p for p in pods if _active_on(p, alive)]
-            bundles = [pod_bundle(p) for p in [*bound, *pending]]
+            bundles = [pod_bundle(p, self.bundle_memory) for p in [*bound, *pending]]
             bundles.sort(key=lambda b: sorted(b.items()))  # order-free comparison with the last
         if bundles == self._requested:
             return

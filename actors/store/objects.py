@@ -9,7 +9,6 @@ with the store and a stored value never has to be rewritten to stamp it.
 from __future__ import annotations
 
 import builtins
-import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal
@@ -21,6 +20,7 @@ from .kv import KV, KeyNotFoundError, KeyValue, RevisionConflictError
 
 # Unconditional updates (no resourceVersion given) retry this often on a concurrent write.
 _UNCONDITIONAL_RETRIES = 5
+_NO_RESOURCE_VERSION = {"metadata": {"resource_version"}}
 
 
 @dataclass(frozen=True)
@@ -63,11 +63,9 @@ class ObjectStore:
 
     @staticmethod
     def encode(obj: Resource) -> bytes:
-        data = obj.to_dict()
-        meta = data.get("metadata")
-        if meta:
-            meta.pop("resourceVersion", None)
-        return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+        # Straight to JSON (pydantic-core writes compact UTF-8): the same bytes as dumping
+        # to_dict() with json.dumps, without building the dict first.
+        return obj.model_dump_json(by_alias=True, exclude_none=True, exclude=_NO_RESOURCE_VERSION).encode()
 
     @staticmethod
     def decode(info: KindInfo, value: bytes, revision: int) -> Resource:
@@ -88,10 +86,14 @@ class ObjectStore:
         return self.decode(info, value, revision)
 
     async def get(self, info: KindInfo, namespace: str | None, name: str) -> Resource:
+        return self._decode_kv(info, await self.get_raw(info, namespace, name))
+
+    async def get_raw(self, info: KindInfo, namespace: str | None, name: str) -> KeyValue:
+        """The stored KeyValue (value: the wire JSON without resourceVersion; see the module doc)."""
         kv = await self.kv.get(self.key(info, namespace, name))
         if kv is None:
             raise KeyNotFoundError(f'{info.resource} "{name}" not found')
-        return self._decode_kv(info, kv)
+        return kv
 
     async def list(self, info: KindInfo, namespace: str | None = None) -> tuple[list[Resource], int]:
         kvs, revision = await self.kv.range(self.prefix(info, namespace))

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.leftovers import session_prefix
+
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.etcd, pytest.mark.ray]
 DRIVER = Path(__file__).with_name("mn_cluster_driver.py")
 
@@ -78,7 +80,7 @@ def test_three_nodes_services_dns_scaling_and_node_loss(tmp_path: Path) -> None:
     for tool in ("busybox", "nft", "ip"):
         if not shutil.which(tool):
             pytest.skip(f"{tool} not installed (scripts/install_system.sh)")
-    run_id = secrets.token_hex(2)
+    run_id = session_prefix("km", 2)[2:]  # net prefixes km<id>a..c: the session's leftover check knows them
     third = 4 * secrets.randbelow(64)
     cluster_cidr = f"10.252.{third}.0/22"  # room for four /24 node blocks
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "KRAY_SERVER", "KRAY_TOKEN")}

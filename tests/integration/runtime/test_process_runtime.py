@@ -16,8 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from kray.runtime.containers import ContainerManager
 from kray.runtime.cri import api_pb2 as pb
 from kray.runtime.cri.client import RuntimeClient
+from kray.runtime.oci import ContainerConfig
+from kray.runtime.procrt import ProcessRuntime
+from kray.runtime.shimfork import ShimLauncher
 from tests.leftovers import session_prefix
 
 CRI_LINE = re.compile(r"^\S+ (stdout|stderr) [FP] (.*)$")
@@ -148,3 +152,28 @@ async def test_stop_exec_and_remove_leave_no_process(cri: RuntimeClient) -> None
         await asyncio.sleep(0.05)
     assert pids_with(marker) == []
     assert await cri.list_containers() == []
+
+
+def test_shim_launcher_forks_shims_and_comes_back_after_close(tmp_path: Path) -> None:
+    """The warm shim launcher (shimfork.py) behind ContainerManager: a container's shim is forked
+    from it, records the exit code and log; closed, it is gone; the next create starts it again."""
+    rt = ProcessRuntime(tmp_path / "oci")
+    launcher = ShimLauncher(tmp_path / "shimfork.sock")
+    containers = ContainerManager(rt, tmp_path / "containers", launcher=launcher)
+    try:
+        for i in range(2):
+            cid = f"c{i}"
+            cfg = ContainerConfig(args=["sh", "-c", f"echo run-{i}; exit {i + 4}"], rootfs=str(tmp_path))
+            containers.create(cid, cfg, tmp_path / "logs" / f"{cid}.log")
+            containers.start(cid)
+            st = containers.wait(cid, 15)
+            assert st.state == "exited" and st.exit_code == i + 4, st
+            assert (tmp_path / "logs" / f"{cid}.log").read_text().split()[1:] == ["stdout", "F", f"run-{i}"]
+            helper = launcher.proc
+            assert helper is not None and helper.poll() is None
+            launcher.close()
+            assert helper.poll() is not None and not (tmp_path / "shimfork.sock").exists()
+    finally:
+        for st in containers.list():
+            containers.remove(st.id)
+        launcher.close()

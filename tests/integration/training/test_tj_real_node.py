@@ -215,9 +215,12 @@ def delete_job(n: Node, name: str) -> None:
 @needs_torch
 def test_gang_starts_only_when_every_replica_fits(node: Node) -> None:
     n, name = node, "tj-gang"
-    alloc = n.get("node", n.name)["status"]["allocatable"]["cpu"]
-    assert alloc == "2", f"this test sizes requests for a 2-cpu node, not {alloc}"
-    # 3 x 500m fit in 2 cpus, but beside a 1-cpu placeholder only 2 do.
+    alloc = n.get("node", n.name)["status"]["allocatable"]["cpu"]  # the host's cores: "2" here
+    millis = int(alloc[:-1]) if alloc.endswith("m") else int(float(alloc) * 1000)
+    # 3 replicas of a quarter each fit on the node, but beside a placeholder holding the rest
+    # of what 2 leave (a half) only 2 do: 2000m -> 500m each, a 1000m placeholder.
+    replica_cpu = millis // 4
+    placeholder_cpu = millis - 2 * replica_cpu
     placeholder = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -229,7 +232,7 @@ def test_gang_starts_only_when_every_replica_fits(node: Node) -> None:
                     "name": "main",
                     "image": "host",
                     "command": ["sleep", "3600"],
-                    "resources": {"requests": {"cpu": "1"}},
+                    "resources": {"requests": {"cpu": f"{placeholder_cpu}m"}},
                 }
             ],
         },
@@ -240,7 +243,7 @@ def test_gang_starts_only_when_every_replica_fits(node: Node) -> None:
             "the placeholder Running",
             lambda: n.get("pod", "tj-placeholder").get("status", {}).get("phase") == "Running",
         )
-        n.apply([train_job(name, steps=20, cpu="500m")], name)
+        n.apply([train_job(name, steps=20, cpu=f"{replica_cpu}m")], name)
 
         def all_unschedulable() -> list[Obj] | None:
             pods = job_pods(n, name)
@@ -321,6 +324,12 @@ def test_killed_worker_restarts_the_gang_and_the_job_succeeds(node: Node) -> Non
         for pod in ("master-0", "worker-0", "worker-1"):
             assert "final step 30" in n.ok("logs", f"{name}-{pod}")
 
+        # The Master's success decides; cleanPodPolicy None lets the workers finish and be counted.
+        def worker_counts() -> Obj | None:
+            counts = n.get("tj", name)["status"]["replicaStatuses"]["Worker"]
+            return counts if counts.get("succeeded") == 2 else None
+
+        wait_for("both workers counted as succeeded", worker_counts, timeout=60)
         describe = n.ok("describe", "tj", name)
         assert re.search(r"Restarts:\s+1", describe), describe
         assert re.search(r"Warning\s+Restarting\s+.*restarting the gang \(restart 1 of 2\)", describe), describe

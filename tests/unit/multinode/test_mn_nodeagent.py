@@ -104,6 +104,7 @@ def test_pod_bundle_shapes() -> None:
         "GPU": 1.0,
     }
     assert pod_bundle(pod(None)) == {"CPU": 0.1, "memory": float(200 * 1024 * 1024)}
+    assert pod_bundle(pod({"cpu": "2", "memory": "1Gi"}), memory=False) == {"CPU": 2.0}
 
 
 async def test_join_deploys_after_podcidr_and_stays_stable(env: Env) -> None:

@@ -38,6 +38,7 @@ BUILTIN_CONTROLLERS = {
     "node-ipam": "kray.actors.controllers.nodeipam:setup",
     "endpoints": "kray.actors.controllers.endpoints:setup",
     "trainingjob": "kray.actors.controllers.trainingjob:setup",
+    "podgroup": "kray.actors.controllers.podgroup:setup",
 }
 Log = Callable[[str], None]
 
@@ -236,7 +237,8 @@ def deploy_node_agent(config: KrayConfig, options: dict[str, Any], timeout: floa
         if time.monotonic() > deadline:
             raise TimeoutError(f"the node agent did not start within {timeout}s: {ray.get(handle.status.remote())}")
         time.sleep(0.2)
-    log("node agent running (a kubelet, proxy and DNS server on every Ray node)")
+    what = "a kubelet, proxy and DNS server on every Ray node" if options.get("node_actors", True) else "Nodes only"
+    log(f"node agent running ({what})")
 
 
 def wait_http_ok(url: str, token: str, timeout: float, what: str) -> httpx.Response:

@@ -6,9 +6,14 @@ A sandbox has no pause container. Its namespaces are pinned as files instead: th
 BridgeNetwork under /var/run/netns, IPC and UTS by `unshare --ipc=<file> --uts=<file>` in the
 sandbox folder (the UTS one carries the pod's hostname), so containers join them by path. The
 pod also gets a shared /dev/shm (tmpfs) and its own /etc/hosts, /etc/hostname, /etc/resolv.conf.
+A PID namespace cannot be pinned to a file: with shareProcessNamespace a holder process keeps one
+(pidns.py). A runtime without isolation (procrt.py, `isolated = False`) gets none of this: its
+sandboxes are the node's namespaces and its containers the node's filesystem.
 
 Everything is on disk under `state_dir`: `sandboxes/<id>/sandbox.json`, `containers/<id>/`
 (ContainerManager's folder + `cri.json`), so a restarted service re-adopts what is running.
+Records are kept in memory too, re-read only when their file changed: listings (the kubelet's
+every sync, its PLEG relist) stay cheap however many pods the node has.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from kray.runtime import pidns
 from kray.runtime.cgroups import CgroupV1
 from kray.runtime.containers import ContainerManager, ContainerStatus
 from kray.runtime.cri import api_pb2 as pb
@@ -83,6 +89,7 @@ class SandboxRecord:
     host_network: bool = False
     host_ipc: bool = False
     host_pid: bool = False
+    pid_holder: int = 0  # PID 1 of the pod's shared PID namespace (shareProcessNamespace), seen from the node
 
     def pb_config(self) -> pb.PodSandboxConfig:
         """Parsed once per record (callers only read it): listings parse no JSON twice."""
@@ -275,6 +282,8 @@ class NodeRuntime:
             _run(["mount", "-t", "tmpfs", "-o", f"mode=1777,size={self.shm_size},nosuid,nodev", "shm", str(shm)])
             rec.shm_path = str(shm)
         self._write_etc(rec, config, d)
+        if self.runtime.isolated and config.linux.security_context.namespace_options.pid == pb.POD:
+            rec.pid_holder = pidns.start_holder(d)
         res = config.linux.resources
         if self.runtime.isolated and (res.memory_limit_in_bytes > 0 or res.cpu_quota > 0):
             # Pod-level limits on the pod cgroup; the containers' cgroups nest under it.
@@ -315,6 +324,7 @@ class NodeRuntime:
             ipc_path=rec.ipc_path,
             uts_path=rec.uts_path,
             host_pid=rec.host_pid,
+            pid_path=f"/proc/{rec.pid_holder}/ns/pid_for_children" if rec.pid_holder else None,
             etc_files=files,
             shm_path=rec.shm_path,
         )
@@ -327,7 +337,8 @@ class NodeRuntime:
                 self.stop_container(c.id, 0)
             if self.network is not None and not rec.host_network:
                 self.network.teardown(sid)
-            rec.state, rec.netns_path = "notready", None
+            pidns.stop_holder(rec.pid_holder)
+            rec.state, rec.netns_path, rec.pid_holder = "notready", None, 0
             self._save_sandbox(rec)
 
     def remove_sandbox(self, sid: str) -> None:
@@ -347,6 +358,7 @@ class NodeRuntime:
             for p in (d / "ns" / "ipc", d / "ns" / "uts", d / "shm"):
                 _umount(p)
             if rec is not None:
+                pidns.stop_holder(rec.pid_holder)
                 CgroupV1(rec.cgroup_parent).remove(timeout=5.0)
                 uid = rec.config.get("metadata", {}).get("uid", "")
                 if uid:

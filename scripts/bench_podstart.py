@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
@@ -258,6 +259,7 @@ def main() -> int:
     finally:
         api.stop()
         node.hard_cleanup()
+        shutil.rmtree(base, ignore_errors=True)  # the image tar (the node's folder went above)
     return 0
 
 

@@ -14,8 +14,9 @@
 # * apt-get installing openssh-server must not start the system sshd on port 22: a temporary
 #   policy-rc.d forbids service starts during the install.
 # `ray down` returns 0 even when it stopped nothing, so leftovers are checked by hand.
-# The kubelets cannot run containers as a non-root user: this checks the launcher plumbing
-# (Ray up, kray up, Nodes registered by the node agent), not pods.
+# The kubelets cannot run containers as a non-root user, so `kray up` runs the node agent in
+# registration-only mode: this checks the launcher plumbing (Ray up, kray up, the node agent
+# registering the head's Node, which stays status Unknown without a kubelet), not pods.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
@@ -91,6 +92,13 @@ HOME_DIR="$(getent passwd "$SSH_USER" | cut -d: -f6)"
 if [ -n "$(user_pids)" ]; then
     log "$SSH_USER already runs processes; refusing to mix with them"
     exit 1
+fi
+# The user runs the checkout's venv, whose python links to the interpreter it was made from:
+# one under a private home (pyenv in /root, mode 700) cannot be run by anyone else.
+if ! su -s /bin/sh "$SSH_USER" -c "'$PY' -c 'import ray'" >/dev/null 2>&1; then
+    log "$SSH_USER cannot run $PY (-> $(readlink -f "$PY")): build the venv from a Python"
+    log "outside a private home (e.g. /usr/bin/python3 or /opt), or make that path readable"
+    exit 2
 fi
 cat >"$HOME_DIR/.kray-tryup.sh" <<EOF
 export PATH="$REPO/.venv/bin:\$PATH"
@@ -171,10 +179,10 @@ log "ray up ($WORK/cluster.yaml)"
 timeout 900 "$RAY" up -y --no-config-cache "$WORK/cluster.yaml" >"$WORK/up.log" 2>&1 ||
     { log "ray up failed"; tail -50 "$WORK/up.log" >&2; exit 1; }
 log "kray get nodes on the head"
-nodes="$(timeout 300 "$RAY" exec "$WORK/cluster.yaml" 'for i in $(seq 60); do out=$(kray get nodes 2>&1) && echo "$out" | grep -q " Ready\| NotReady" && break; sleep 2; done; echo "$out"' 2>"$WORK/exec.log")" || true
+nodes="$(timeout 300 "$RAY" exec "$WORK/cluster.yaml" 'for i in $(seq 60); do out=$(kray get nodes 2>&1) && echo "$out" | grep -q " Ready\| NotReady\| Unknown" && break; sleep 2; done; echo "$out"' 2>"$WORK/exec.log")" || true
 echo "$nodes"
 status=0
-echo "$nodes" | grep -qE "Ready|NotReady" || { log "no Node listed"; status=1; }
+echo "$nodes" | grep -qE "Ready|NotReady|Unknown" || { log "no Node listed"; status=1; }
 timeout 120 "$RAY" exec "$WORK/cluster.yaml" 'kray down' >>"$WORK/exec.log" 2>&1 || log "kray down failed"
 log "ray down"
 timeout 300 "$RAY" down -y "$WORK/cluster.yaml" >"$WORK/down.log" 2>&1 || { log "ray down failed"; status=1; }

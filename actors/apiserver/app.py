@@ -23,7 +23,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kray.actors.store.kv import KeyExistsError, StoreError, StoreUnavailableError
-from kray.actors.store.objects import ObjectStore
+from kray.actors.store.objects import ObjectStore, to_json_bytes
 from kray.crds.meta import Resource, utcnow
 from kray.crds.registry import REGISTRY, KindInfo, Registry, UnknownKindError
 
@@ -34,7 +34,7 @@ from .binding import Bindings
 from .bodies import delete_options, int_param, parse_json, read_body, read_object
 from .clusterip import ClusterIPAllocator
 from .handlers import Handlers
-from .lists import list_body, parse_filter, with_resource_version
+from .lists import Stored, list_body, parse_filter, with_resource_version
 from .logs import PodLogs
 from .patch import PATCH_TYPES
 from .paths import RESOURCE_METHODS, Target, resolve, resource_path
@@ -48,8 +48,9 @@ DEFAULT_WATCH_TIMEOUT = 1800.0  # kube-apiserver's --min-request-timeout
 _ITEM_METHODS = ["GET", "PUT", "PATCH", "DELETE"]
 
 
-def _object_response(obj: Resource, code: int = 200) -> Response:
-    return Response(obj.model_dump_json(by_alias=True, exclude_none=True), code, media_type=errors.JSON)
+def _object_response(obj: Resource | Stored, code: int = 200) -> Response:
+    body = obj.wire() if isinstance(obj, Stored) else to_json_bytes(obj)
+    return Response(body, code, media_type=errors.JSON)
 
 
 def _table_response(info: KindInfo, items: list[dict[str, Any]], resource_version: str = "") -> Response:
@@ -253,11 +254,10 @@ class ApiServer:
 
     async def _dispatch(self, request: Request, t: Target) -> Response | WatchResponse:
         method = request.method
-        query = request.query_params
         h = self.handlers
         if t.name is None:
             if method == "GET":
-                if t.watch or _bool(query.get("watch")):
+                if t.watch or _bool(request.query_params.get("watch")):
                     return self._watch(request, t)
                 return await self._list(request, t)
             if method == "POST" and (t.namespace is not None or not t.info.namespaced):
@@ -278,10 +278,10 @@ class ApiServer:
         if method == "GET":
             # The stored JSON is the wire form: served as is, like list and watch items.
             value, revision = await h.get_raw(t.info, t.namespace, t.name)
-            body = with_resource_version(value, revision)
+            wire = with_resource_version(value, revision)
             if not t.subresource and tables.wants_table(request.headers.get("accept", "")):
-                return _table_response(t.info, [json.loads(body)])
-            return Response(body, media_type=errors.JSON)
+                return _table_response(t.info, [json.loads(wire)])
+            return Response(wire, media_type=errors.JSON)
         if method == "PUT":
             data = await read_object(request, self.max_object_bytes)
             return _object_response(await h.update(t.info, t.namespace, t.name, data, t.subresource))

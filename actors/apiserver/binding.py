@@ -41,6 +41,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from pydantic_core import from_json, to_json
+
 from kray.actors.store.kv import CompactedError, Compare, KeyValue, RevisionConflictError
 from kray.actors.store.objects import ObjectStore
 from kray.crds.meta import Condition, Status
@@ -109,7 +111,7 @@ class Allocation:
     def load(cls, node: str, kv: KeyValue | None) -> Allocation:
         if kv is None:
             return cls(node)
-        return cls(node, json.loads(kv.value).get("pods") or {}, kv.mod_revision)
+        return cls(node, from_json(kv.value).get("pods") or {}, kv.mod_revision)
 
     @property
     def requested(self) -> dict[str, int]:
@@ -234,23 +236,21 @@ class Bindings:
         pod_keys = [self.store.key(pod_info, namespace, name) for name, _, _, _ in pairs]
         nodes = sorted({node for _, _, node, _ in pairs})
         for _ in range(_RETRIES):
-            reads = await asyncio.gather(
-                *(kv.get(k) for k in pod_keys),
-                *(kv.get(self.store.key(node_info, None, n)) for n in nodes),
-                *(kv.get(allocation_key(n)) for n in nodes),
-            )
+            # One read of everything, at one revision (one etcd round trip, not one per key).
+            node_keys = [self.store.key(node_info, None, n) for n in nodes]
+            reads = await kv.get_many([*pod_keys, *node_keys, *(allocation_key(n) for n in nodes)])
             pod_kvs, node_kvs, alloc_kvs = reads[: len(pairs)], reads[len(pairs) : -len(nodes)], reads[-len(nodes) :]
             allocs = {n: Allocation.load(n, a) for n, a in zip(nodes, alloc_kvs, strict=True)}
             capacity = {}
             for n, node_kv in zip(nodes, node_kvs, strict=True):
                 if node_kv is None:
                     raise errors.not_found(node_info, n)
-                capacity[n] = node_allocatable(json.loads(node_kv.value))
+                capacity[n] = node_allocatable(from_json(node_kv.value))
             compares, puts = [], []
             for (name, uid, node, extra), key, pod_kv in zip(pairs, pod_keys, pod_kvs, strict=True):
                 if pod_kv is None:
                     raise errors.not_found(pod_info, name)
-                pod = json.loads(pod_kv.value)
+                pod = from_json(pod_kv.value)
                 pmeta, spec = pod.get("metadata") or {}, pod.setdefault("spec", {})
                 if uid and uid != pmeta.get("uid"):
                     raise errors.conflict(pod_info, name, f"Precondition failed: UID in precondition: {uid}")
@@ -271,7 +271,7 @@ class Bindings:
                 spec["nodeName"] = node
                 self._mark_scheduled(pod)
                 compares.append(Compare(key, pod_kv.mod_revision))
-                puts.append((key, json.dumps(pod, separators=(",", ":")).encode()))
+                puts.append((key, to_json(pod)))  # compact UTF-8, as the object store writes
             for alloc in allocs.values():
                 compares.append(alloc.guard())
                 puts.append((alloc.guard().key, alloc.encode()))
@@ -351,7 +351,7 @@ class AllocationReleaser:
         records = {r.key[len(ALLOCATIONS_PREFIX) :]: Allocation.load(r.key[len(ALLOCATIONS_PREFIX) :], r) for r in recs}
         want: dict[str, dict[str, dict[str, Any]]] = {}
         for p in pods:
-            pod = json.loads(p.value)
+            pod = from_json(p.value)
             held = _bound(pod)
             if held is not None:
                 want.setdefault(held[0], {})[held[1]] = _entry(pod)
@@ -371,12 +371,12 @@ class AllocationReleaser:
                 await self._on_event(ev.type, ev.kv, ev.prev_kv)
 
     async def _on_event(self, type_: str, kv: KeyValue, prev_kv: KeyValue | None) -> None:
-        before = _bound(json.loads(prev_kv.value)) if prev_kv is not None else None
+        before = _bound(from_json(prev_kv.value)) if prev_kv is not None else None
         if type_ == "DELETE":
             if before is not None:
                 await self._modify(before[0], lambda a: a.pods.pop(before[1], None) is not None)
             return
-        pod = json.loads(kv.value)
+        pod = from_json(kv.value)
         after = _bound(pod)
         if before is not None and after is None:  # went terminal
             await self._modify(before[0], lambda a: a.pods.pop(before[1], None) is not None)

@@ -24,6 +24,7 @@ from kray.crds.validation import ValidationFailed, validate_object
 from . import crd, errors
 from .admission import AdmissionDenied, AdmissionHook, AdmissionRequest, NamespaceLifecycle, NamespaceNotFound
 from .defaults import default_create, spec_changed
+from .lists import Stored
 from .patch import PatchError, apply_patch
 
 _CAS_RETRIES = 8
@@ -121,9 +122,15 @@ class Handlers:
                 terminating = obj.metadata.deletion_timestamp is not None
                 self.namespaces.observe(obj.name, "Terminating" if terminating else "Active")
 
+    def _written(self, info: KindInfo, stored: Stored) -> None:
+        # Only namespaces and CRDs need the typed object here; a pod write never decodes it.
+        if _is(info, "Namespace") or crd.is_crd(info):
+            self._observe(info, stored.object)
+            crd.on_written(info, stored.object, self.store.registry)
+
     # ---- create ----
 
-    async def create(self, info: KindInfo, namespace: str | None, data: dict[str, Any]) -> Resource:
+    async def create(self, info: KindInfo, namespace: str | None, data: dict[str, Any]) -> Stored:
         check_type_meta(info, data)
         try:
             default_create(info, data, namespace, self.clock)
@@ -136,11 +143,10 @@ class Handlers:
         request = AdmissionRequest("CREATE", info, obj.metadata.namespace, obj.name, obj)
         obj = await self._admit(request) or obj
         try:
-            created = await self.store.create(info, obj)
+            created = Stored(info, *await self.store.create_encoded(info, obj))
         except StoreError as exc:
             raise errors.from_store_error(exc, info, obj.name) from None
-        self._observe(info, created)
-        crd.on_written(info, created, self.store.registry)
+        self._written(info, created)
         return created
 
     # ---- update / patch ----
@@ -211,7 +217,7 @@ class Handlers:
         name: str,
         transform: Transform,
         subresource: str = "",
-    ) -> Resource:
+    ) -> Stored | Resource:
         """Read, transform, write with CAS; retry on a lost race unless a resourceVersion was given."""
         for _ in range(_CAS_RETRIES):
             value, revision = await self.get_raw(info, namespace, name)
@@ -232,30 +238,29 @@ class Handlers:
                 raise errors.conflict(info, name)
             merged = self._merge(info, old_data, new_data, subresource, name)
             merged.setdefault("metadata", {})["resourceVersion"] = old.metadata.resource_version
-            if merged == old_data:
-                return old  # nothing changed: no write, no new resourceVersion (as Kubernetes)
+            if merged == old_data:  # nothing changed: no write, no new resourceVersion (as Kubernetes)
+                return Stored(info, value, revision, old)
             obj = self._validate(info, merged)
             request = AdmissionRequest("UPDATE", info, namespace, name, obj, old, subresource)
             obj = await self._admit(request) or obj
             obj.metadata.resource_version = old.metadata.resource_version
             try:
-                updated = await self.store.update(info, obj)
+                updated = Stored(info, *await self.store.update_encoded(info, obj))
             except RevisionConflictError:
                 if wanted_rv:
                     raise errors.conflict(info, name) from None
                 continue
             except StoreError as exc:
                 raise errors.from_store_error(exc, info, name) from None
-            if _deletion_due(info, updated, merged):
-                return await self._delete_now(info, namespace, name, updated.metadata.resource_version)
-            self._observe(info, updated)
-            crd.on_written(info, updated, self.store.registry)
+            if _deletion_due(info, obj, merged):  # obj's metadata is what was stored
+                return await self._delete_now(info, namespace, name, str(updated.revision))
+            self._written(info, updated)
             return updated
         raise errors.conflict(info, name)
 
     async def update(
         self, info: KindInfo, namespace: str | None, name: str, data: dict[str, Any], subresource: str = ""
-    ) -> Resource:
+    ) -> Stored | Resource:
         check_type_meta(info, data)
         meta = data.get("metadata") or {}
         if meta.get("name") and meta["name"] != name:
@@ -276,7 +281,7 @@ class Handlers:
         content_type: str,
         patch: Any,
         subresource: str = "",
-    ) -> Resource:
+    ) -> Stored | Resource:
         def transform(old: dict[str, Any]) -> dict[str, Any]:
             try:
                 result = apply_patch(content_type, old, patch)

@@ -1,10 +1,11 @@
-"""Fast paths for LIST and WATCH: stored JSON goes out as is, with the resourceVersion spliced in.
+"""Fast paths for LIST, WATCH and write answers: stored JSON goes out as is, resourceVersion spliced in.
 
 The object store keeps every object as compact JSON of its wire form without
 ``metadata.resourceVersion`` (the resource version is the etcd mod revision). Serving that
 JSON directly, instead of decoding into pydantic models and encoding again, is what makes a
-10k-object list and watch fan-out cheap. Selectors are evaluated on a plain dict parsed by
-pydantic-core's JSON parser, which is much cheaper than building the model.
+10k-object list and watch fan-out cheap; ``Stored`` does the same for the answer to a write.
+Selectors are evaluated on a plain dict parsed by pydantic-core's JSON parser, which is much
+cheaper than building the model.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 
 from pydantic_core import from_json
 
+from kray.actors.store.objects import ObjectStore
+from kray.crds.meta import Resource
 from kray.crds.registry import KindInfo
 from kray.crds.selectors import FieldSelector, Selector, parse_field_selector, parse_label_selector
 
@@ -34,6 +37,29 @@ def with_resource_version(value: bytes, revision: int) -> bytes:
     if value[j : j + 1] == b"}":
         return value[:j] + rv + value[j:]
     return value[:j] + rv + b"," + value[j:]
+
+
+class Stored:
+    """A write's result as the store holds it. The stored JSON (with the resourceVersion spliced
+    in) is the response, so the typed object is only decoded when something asks for it (the
+    namespace cache, CRD registration), not for every pod write."""
+
+    __slots__ = ("_object", "info", "revision", "value")
+
+    def __init__(self, info: KindInfo, value: bytes, revision: int, obj: Resource | None = None) -> None:
+        self.info = info
+        self.value = value
+        self.revision = revision
+        self._object = obj
+
+    @property
+    def object(self) -> Resource:
+        if self._object is None:
+            self._object = ObjectStore.decode(self.info, self.value, self.revision)
+        return self._object
+
+    def wire(self) -> bytes:
+        return with_resource_version(self.value, self.revision)
 
 
 @dataclass(frozen=True)

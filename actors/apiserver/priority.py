@@ -35,6 +35,7 @@ BUILTIN_PRIORITY_CLASSES: dict[str, int] = {
     SYSTEM_NODE_CRITICAL: SYSTEM_CRITICAL_PRIORITY + 1000,
 }
 DEFAULT_PREEMPTION_POLICY: Final = "PreemptLowerPriority"
+_MAYBE_DEFAULT = (b'"globalDefault":true', b'"globalDefault": true')
 
 
 def builtin_class(name: str) -> PriorityClass:
@@ -112,6 +113,15 @@ class PriorityAdmission:
 
     async def _global_default(self) -> PriorityClass | None:
         """The default class; with several (made before this check existed), the lowest value, as kube."""
-        classes, _ = await self._store.list(self._class_info())
+        info = self._class_info()
+        kvs, _ = await self._store.kv.range(self._store.prefix(info))
+        # Runs on every pod create: only classes whose stored JSON can say "globalDefault": true
+        # are decoded (kray stores compact JSON; the spaced form covers hand-written values);
+        # the decoded field still decides.
+        classes = [
+            self._store.decode(info, kv.value, kv.mod_revision)
+            for kv in kvs
+            if any(marker in kv.value for marker in _MAYBE_DEFAULT)
+        ]
         defaults = [pc for pc in classes if isinstance(pc, PriorityClass) and pc.global_default]
         return min(defaults, key=lambda pc: (pc.value, pc.metadata.name or ""), default=None)

@@ -25,7 +25,7 @@ def build_all(manager: Manager) -> None:
 
 def controller_manager(manager: Manager) -> None:
     """Every built-in controller in one manager: what `kray up` runs as kube-controller-manager."""
-    from . import endpoints, garbagecollector, job, namespace, nodeipam, nodelifecycle, trainingjob
+    from . import endpoints, garbagecollector, job, namespace, nodeipam, nodelifecycle, podgroup, trainingjob
 
     build_all(manager)
     job.setup(manager)
@@ -35,6 +35,7 @@ def controller_manager(manager: Manager) -> None:
     endpoints.setup(manager)
     nodeipam.setup(manager)
     trainingjob.setup(manager)
+    podgroup.setup(manager)
 
 
 __all__ = ["build_all", "controller_manager"]

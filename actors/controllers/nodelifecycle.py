@@ -13,12 +13,17 @@ does not tolerate one, right away, or after its toleration's ``tolerationSeconds
 the taint's ``timeAdded``. Pods without a toleration for the unreachable/not-ready taints get
 ``default_toleration_seconds`` (what Kubernetes' DefaultTolerationSeconds admission adds).
 Their controllers (ReplicaSet, Job) then replace them elsewhere.
+
+Pod GC: an evicted pod on a dead node stays Terminating, since no kubelet is left to confirm
+its end. Once its Node is deleted (the node agent does that when the machine has been gone for
+its grace period), the pods still bound to it are force-deleted, as Kubernetes' pod GC does.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import Any, Protocol, cast
 
 from kray.actors.framework import (
     NODE_NAME_INDEX,
@@ -46,6 +51,14 @@ OURS = (UNREACHABLE, NOT_READY)
 UNKNOWN_REASON = "NodeStatusUnknown"
 
 
+class PodGcWriter(Writer, Protocol):
+    """The writer with a grace period on delete (``AsyncClient`` has one): pod GC deletes at once."""
+
+    async def delete(
+        self, kind: Any, name: str, namespace: str | None = None, *, grace_period_seconds: int | None = None
+    ) -> Any: ...
+
+
 def eviction_time(pod: Pod, taints: list[Taint], default_seconds: float, now: datetime) -> datetime | None:
     """When the pod must leave a node with these taints (None: it tolerates them for good)."""
     due: datetime | None = None
@@ -68,7 +81,7 @@ class NodeLifecycleReconciler:
     def __init__(
         self,
         reader: CacheReader,
-        writer: Writer,
+        writer: PodGcWriter,
         clock: Clock,
         recorder: EventRecorder | None = None,
         *,
@@ -93,6 +106,7 @@ class NodeLifecycleReconciler:
             node = await self.reader.get(Node, request.name)
         except NotFound:
             self._heard.pop(request.name, None)
+            await self._collect_orphans(request.name)
             return Result()
         silent_for = await self._silence(node)
         now = self.clock.now()
@@ -157,6 +171,15 @@ class NodeLifecycleReconciler:
         updated.spec.taints = [*keep, *added] or None
         return await self.writer.update(updated)
 
+    async def _collect_orphans(self, node_name: str) -> None:
+        """Force-delete the pods still bound to a Node that is gone (Kubernetes' pod GC)."""
+        for pod in await self.reader.by_index(Pod, NODE_NAME_INDEX, node_name):
+            try:
+                await self.writer.delete(Pod, pod.name, pod.namespace, grace_period_seconds=0)
+            except NotFound:
+                continue
+            await self._event(pod, "Normal", "PodGCOrphaned", f"Node {node_name} is gone: Pod deleted")
+
     async def _evict(self, node: Node, now: datetime) -> datetime | None:
         """Delete pods whose toleration ran out; returns when the next one is due."""
         taints = [t for t in node.spec.taints or [] if t.effect == "NoExecute"]
@@ -194,7 +217,7 @@ def setup(manager: Manager, **options: object) -> None:
     tolerate = options.get("default_toleration_seconds", 300.0)
     reconciler = NodeLifecycleReconciler(
         manager.reader,
-        manager.writer,
+        cast(PodGcWriter, manager.writer),  # the API client: delete takes grace_period_seconds
         manager.clock,
         manager.event_recorder("node-controller"),
         grace_period=float(grace) if isinstance(grace, (int, float)) else 40.0,

@@ -13,7 +13,7 @@ Level-based: every pass re-reads the job and its pods from the cache and converg
   ``MASTER_ADDR`` from there; see ``trainingjob_pods``).
 - Running once every replica's pod runs; Succeeded when the Master succeeds (or all do).
   While the scheduler cannot place the gang, Running is False with reason GangUnschedulable
-  and its word for a pod. The PodGroup's status (phase, counts) is kept from the pods.
+  and its word for a pod. The PodGroup's status (phase, counts) is the PodGroup controller's.
 - A failed replica restarts the whole gang: status first (restarts + 1, condition Restarting,
   written with the resourceVersion read, so two passes can never both count one failure), then
   the pods go, then an Event naming the first rank to fail. Past ``backoffLimit``, or for a
@@ -74,7 +74,6 @@ from .trainingjob_pods import (
     phase,
     pod_for,
     pod_group_for,
-    pod_group_status,
     pod_name,
     rendezvous_for,
     rendezvous_name,
@@ -134,7 +133,6 @@ class TrainingJobReconciler:
 
         if job.finished() is not None:
             await self._clean_pods(job, pods)
-            await self._report_gang(job, current)
             if job.spec.run_policy.clean_pod_policy == "None" and current:
                 # Ranks still finishing after the verdict (the Master's success decides) run on
                 # untouched: count them as they end.
@@ -220,7 +218,6 @@ class TrainingJobReconciler:
         master = next((p for p in current if replica_of(p) == (MASTER, 0)), None)
         master_ip = master.status.pod_ip if master is not None and master.status else None
         await self._publish_master(job, master_ip)
-        await self._report_gang(job, current)
         status.master_addr = master_ip
 
         running = {replica_of(p) for p in current if phase(p) == "Running"}
@@ -311,19 +308,6 @@ class TrainingJobReconciler:
             if not owned_by(existing, job):
                 message = f"{desired.kind} {desired.name} exists and is not owned by this job"
                 await self._event(job, "Warning", "NameConflict", message)
-
-    async def _report_gang(self, job: TrainingJob, current: list[Pod]) -> None:
-        """Keep the PodGroup's status (phase, member counts: `kray get pg`): kray runs no
-        PodGroup controller, and the gang's owner knows its pods."""
-        try:
-            pg = await self.reader.get(PodGroup, job.name, job.namespace)
-        except NotFound:
-            return
-        desired = pod_group_status(current, pg.spec.min_member, job.finished())
-        if owned_by(pg, job) and pg.status != desired:
-            updated = pg.model_copy(deep=True)
-            updated.status = desired
-            await self.writer.update_status(updated)  # a stale resourceVersion -> 409 -> requeued
 
     async def _publish_master(self, job: TrainingJob, master_ip: str | None) -> None:
         try:

@@ -25,16 +25,14 @@ from kray.crds.core.container import ContainerPort, EnvVar, EnvVarSource, KeySel
 from kray.crds.core.pod import ContainerStateTerminated
 from kray.crds.core.service import ServicePort
 from kray.crds.meta import ObjectMeta
-from kray.crds.scheduling import POD_GROUP_LABEL, PodGroup, PodGroupPhase, PodGroupSpec, PodGroupStatus
+from kray.crds.scheduling import POD_GROUP_LABEL, PodGroup, PodGroupSpec
 from kray.crds.training import (
     ATTEMPT_LABEL,
-    FAILED,
     JOB_NAME_LABEL,
     MASTER,
     REPLICA_INDEX_LABEL,
     REPLICA_TYPE_LABEL,
     REPLICA_TYPES,
-    SUCCEEDED,
     WORKER,
     ReplicaStatus,
     TrainingJob,
@@ -282,24 +280,3 @@ def settle_counts(status: TrainingJobStatus, *, succeeded: bool, stopped: bool) 
         if succeeded:
             rs.succeeded += rs.active
         rs.active = 0
-
-
-def pod_group_status(pods: list[Pod], min_member: int, finished: str | None) -> PodGroupStatus:
-    """The gang's PodGroup status from its pods (the current attempt's), with the phases of
-    scheduler-plugins' PodGroup controller: Pending until minMember are bound, Scheduled, Running
-    once minMember run, then Finished or Failed with the job."""
-    scheduled = sum(1 for p in pods if p.spec.node_name)
-    phases = [phase(p) for p in pods]
-    running, succeeded, failed = (phases.count(x) for x in ("Running", "Succeeded", "Failed"))
-    gang_phase: PodGroupPhase
-    if finished == SUCCEEDED:
-        gang_phase = "Finished"
-    elif finished == FAILED or failed:
-        gang_phase = "Failed"
-    elif running + succeeded >= min_member:
-        gang_phase = "Running"
-    elif scheduled >= min_member:
-        gang_phase = "Scheduled"
-    else:
-        gang_phase = "Pending"
-    return PodGroupStatus(phase=gang_phase, scheduled=scheduled, running=running, succeeded=succeeded, failed=failed)  # type: ignore[arg-type]

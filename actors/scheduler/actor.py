@@ -68,7 +68,8 @@ class SchedulerShardActor:
                 lw = StoreListWatcher(ObjectStore(kv))
             else:
                 lw = ClientListWatcher(client)
-            reporter = ApiStatusReporter(client, instance=actor_name(self.index))
+            # kube-scheduler's "Scheduled" Event per bound pod, written off the binding path.
+            reporter = ApiStatusReporter(client, instance=actor_name(self.index), scheduled_events=True)
             self.core = ShardCore(
                 self.index,
                 self.count,

@@ -329,4 +329,6 @@ class ShardCore:
             "unschedulable": len(q.unschedulable),
             "in_flight": len(self._inflight),
             "nodes": len(self.scheduler.cache.nodes) if hasattr(self.scheduler.cache, "nodes") else None,
+            # The reporter's "Scheduled" events: on or off, written, dropped (queue full), failed.
+            "events": report() if callable(report := getattr(self.reporter, "stats", None)) else None,
         }

@@ -48,6 +48,7 @@ _TRANSIENT = {
 # capped so a long outage does not spin.
 _BACKOFF_START = 0.05
 _BACKOFF_MAX = 2.0
+_MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
 _CHANNEL_OPTIONS = [
     # Detect a silently dead connection (no RST) within ~15 s; etcd's default minimum ping
     # interval is 5 s, so 10 s pings are never rejected as abusive.
@@ -173,6 +174,18 @@ class EtcdKV:
     async def get(self, key: str) -> KeyValue | None:
         resp = await self._range(rpc_pb2.RangeRequest(key=key.encode()), f"get {key}")
         return _kv(resp.kvs[0]) if resp.kvs else None
+
+    async def get_many(self, keys: Sequence[str]) -> list[KeyValue | None]:
+        # Read-only transactions (no compares: the success branch runs), as few as etcd's
+        # --max-txn-ops allows: one call instead of one per key, and one revision per chunk.
+        chunks = [keys[i : i + _MAX_TXN_OPS] for i in range(0, len(keys), _MAX_TXN_OPS)]
+        resps = await asyncio.gather(*(self._read_txn(chunk) for chunk in chunks))
+        return [kv for resp in resps for kv in resp]
+
+    async def _read_txn(self, keys: Sequence[str]) -> list[KeyValue | None]:
+        ops = [rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=k.encode())) for k in keys]
+        resp = await self._txn(rpc_pb2.TxnRequest(success=ops), "get many")
+        return [_kv(r.response_range.kvs[0]) if r.response_range.kvs else None for r in resp.responses]
 
     async def range(self, prefix: str, *, revision: int = 0, limit: int = 0) -> tuple[list[KeyValue], int]:
         key, end = _key_range(prefix)

@@ -82,6 +82,11 @@ class KV(Protocol):
 
     async def get(self, key: str) -> KeyValue | None: ...
 
+    async def get_many(self, keys: Sequence[str]) -> list[KeyValue | None]:
+        """Several keys (None: absent) in as few round trips as the store allows (etcd: one per
+        128 keys, each at one revision)."""
+        ...
+
     async def range(self, prefix: str, *, revision: int = 0, limit: int = 0) -> tuple[list[KeyValue], int]:
         """All keys under ``prefix`` (sorted by key) and the store revision they were read at."""
         ...

@@ -112,6 +112,10 @@ class MemoryKV:
         self._check_open()
         return self._data.get(key)
 
+    async def get_many(self, keys: Sequence[str]) -> list[KeyValue | None]:
+        self._check_open()
+        return [self._data.get(k) for k in keys]
+
     def _key_slice(self, prefix: str) -> list[str]:
         lo = bisect.bisect_left(self._keys, prefix)
         hi = bisect.bisect_left(self._keys, prefix_end(prefix)) if prefix else len(self._keys)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from kray.crds.meta import Resource
 from kray.crds.registry import REGISTRY, KindInfo, Registry
@@ -21,6 +21,12 @@ from .kv import KV, KeyNotFoundError, KeyValue, RevisionConflictError
 # Unconditional updates (no resourceVersion given) retry this often on a concurrent write.
 _UNCONDITIONAL_RETRIES = 5
 _NO_RESOURCE_VERSION = {"metadata": {"resource_version"}}
+
+
+def to_json_bytes(obj: Resource, exclude: dict[str, Any] | None = None) -> bytes:
+    """The wire JSON of ``obj`` as bytes: ``model_dump_json(by_alias=True, exclude_none=True)``
+    without model_dump_json's bytes -> str decode (callers want bytes)."""
+    return obj.__pydantic_serializer__.to_json(obj, by_alias=True, exclude_none=True, exclude=exclude)
 
 
 @dataclass(frozen=True)
@@ -63,9 +69,9 @@ class ObjectStore:
 
     @staticmethod
     def encode(obj: Resource) -> bytes:
-        # Straight to JSON (pydantic-core writes compact UTF-8): the same bytes as dumping
-        # to_dict() with json.dumps, without building the dict first.
-        return obj.model_dump_json(by_alias=True, exclude_none=True, exclude=_NO_RESOURCE_VERSION).encode()
+        # Straight to JSON bytes (pydantic-core writes compact UTF-8): the same bytes as dumping
+        # to_dict() with json.dumps, without building the dict or a str first.
+        return to_json_bytes(obj, exclude=_NO_RESOURCE_VERSION)
 
     @staticmethod
     def decode(info: KindInfo, value: bytes, revision: int) -> Resource:
@@ -79,11 +85,13 @@ class ObjectStore:
     # ---- CRUD ----
 
     async def create(self, info: KindInfo, obj: Resource, *, lease: int = 0) -> Resource:
-        key = self._key_of(info, obj)
-        value = self.encode(obj)
-        revision = await self.kv.create(key, value, lease=lease)
         # Decode what was stored so the result is exactly what a later get() returns.
-        return self.decode(info, value, revision)
+        return self.decode(info, *await self.create_encoded(info, obj, lease=lease))
+
+    async def create_encoded(self, info: KindInfo, obj: Resource, *, lease: int = 0) -> tuple[bytes, int]:
+        """create() without the decode: (stored JSON, revision), for callers that want the bytes."""
+        value = self.encode(obj)
+        return value, await self.kv.create(self._key_of(info, obj), value, lease=lease)
 
     async def get(self, info: KindInfo, namespace: str | None, name: str) -> Resource:
         return self._decode_kv(info, await self.get_raw(info, namespace, name))
@@ -115,19 +123,19 @@ class ObjectStore:
         Without a resourceVersion the update is unconditional (as Kubernetes allows for PUT):
         it swaps against whatever revision is current, retrying on a concurrent write.
         """
+        return self.decode(info, *await self.update_encoded(info, obj))
+
+    async def update_encoded(self, info: KindInfo, obj: Resource) -> tuple[bytes, int]:
+        """update() without the decode: (stored JSON, revision)."""
         key = self._key_of(info, obj)
         value = self.encode(obj)
         rv = obj.metadata.resource_version
         if rv:
-            revision = await self.kv.update(key, value, expected_mod_revision=_parse_rv(rv))
-            return self.decode(info, value, revision)
+            return value, await self.kv.update(key, value, expected_mod_revision=_parse_rv(rv))
         for attempt in range(_UNCONDITIONAL_RETRIES):
-            current = await self.get(info, obj.metadata.namespace, obj.metadata.name or "")
+            current = await self.get_raw(info, obj.metadata.namespace, obj.metadata.name or "")
             try:
-                revision = await self.kv.update(
-                    key, value, expected_mod_revision=int(current.metadata.resource_version or 0)
-                )
-                return self.decode(info, value, revision)
+                return value, await self.kv.update(key, value, expected_mod_revision=current.mod_revision)
             except RevisionConflictError:
                 if attempt == _UNCONDITIONAL_RETRIES - 1:
                     raise

@@ -144,6 +144,10 @@ def describe(client: Client, ref: ResourceRef, obj: Obj) -> str:
         from .describe_training import describe_training_job
 
         return describe_training_job(client, ref, obj)
+    if (ref.group, ref.plural) == ("scheduling.kray.io", "podgroups"):
+        from .describe_podgroup import describe_pod_group
+
+        return describe_pod_group(client, ref, obj)
     lines = header(ref, obj)
     if ref.group == "" and ref.plural == "pods":
         lines.append(f"Status:       {printers.pod_status(obj)}")

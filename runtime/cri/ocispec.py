@@ -88,6 +88,7 @@ class PodContext:
     host_pid: bool = False
     etc_files: dict[str, str] = field(default_factory=dict)  # container path -> host file
     shm_path: str | None = None
+    pid_path: str | None = None  # the pod's shared PID namespace (shareProcessNamespace)
 
 
 def _caps(sc: pb.LinuxContainerSecurityContext) -> list[str] | None:
@@ -239,6 +240,8 @@ def container_config(
         joins["uts"] = pod.uts_path
     if pod.host_pid or ns.pid == pb.NODE:
         joins["pid"] = "/proc/1/ns/pid"  # oci.build_spec always gives pid a namespace: join the node's
+    elif pod.pid_path:
+        joins["pid"] = pod.pid_path
     return ContainerConfig(
         args=argv,
         rootfs=str(rootfs),

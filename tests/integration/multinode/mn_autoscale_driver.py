@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mn_cluster_driver import MEASURED, T0, Api, step, stop_runtime, wait_for
+from mn_support import MEASURED, T0, Api, step, stop_runtime, wait_for
 
 PROVIDER = "ray.autoscaler._private.fake_multi_node.node_provider.FakeMultiNodeProvider"
 WORKER_TYPE = "kray.worker"

@@ -55,6 +55,18 @@ async def test_create_get_and_create_twice(backend: Backend) -> None:
     assert await kv.get(backend.prefix + "missing") is None
 
 
+async def test_get_many_reads_each_key_or_none(backend: Backend) -> None:
+    kv, p = backend.kv, backend.prefix
+    await kv.create(p + "a", b"1")
+    rev = await kv.create(p + "b", b"2")
+    got = await kv.get_many([p + "b", p + "missing", p + "a"])
+    assert [g.value if g else None for g in got] == [b"2", None, b"1"]
+    assert got[0] is not None and got[0].mod_revision == rev
+    assert await kv.get_many([]) == []
+    many = await kv.get_many([p + "a"] * 300)  # more keys than one etcd transaction takes
+    assert len(many) == 300 and all(g is not None and g.value == b"1" for g in many)
+
+
 async def test_update_cas(backend: Backend) -> None:
     kv, k = backend.kv, backend.prefix + "u"
     r1 = await kv.create(k, b"1")

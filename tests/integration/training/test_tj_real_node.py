@@ -269,7 +269,8 @@ def test_gang_starts_only_when_every_replica_fits(node: Node) -> None:
             assert scheduled["reason"] == "Unschedulable", scheduled
             assert "cpu" in scheduled["message"] or name in scheduled["message"], scheduled
         gang = n.get("podgroup", name)
-        assert gang["spec"]["minMember"] == 3 and gang["status"]["phase"] == "Pending", gang
+        # The PodGroup controller: all 3 members exist, none bound -> Scheduling (scheduler-plugins').
+        assert gang["spec"]["minMember"] == 3 and gang["status"]["phase"] == "Scheduling", gang
         assert gang["status"]["scheduled"] == 0 and gang["status"]["running"] == 0, gang
         describe = n.ok("describe", "tj", name)
         assert "GangUnschedulable" in describe, describe

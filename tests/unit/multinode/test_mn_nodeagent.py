@@ -208,6 +208,12 @@ async def test_bound_node_keeps_its_name_and_settings_and_excluded_nodes_are_lef
     agent = NodeAgent(env.client, members, deployer, None, env.clock, exclude_node_ids={ID_A}, dns=False)
     await agent.step()
     assert deployer.calls == [] and agent.deployed == {}
+    # Ray without root (`kray up` as a user): Nodes are registered, no node actors deployed.
+    members.join(RayNode(ID_B, True, hostname="w", address="10.0.0.2"))
+    agent = NodeAgent(env.client, members, deployer, None, env.clock, exclude_node_ids={ID_A}, node_actors=False)
+    await env.step()
+    await agent.step()
+    assert deployer.calls == [] and agent.deployed == {}
 
 
 async def _pod(

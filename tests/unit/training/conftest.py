@@ -9,7 +9,7 @@ import pytest
 from tj_harness import NOW, Env
 
 from kray.actors.apiserver import ApiServer
-from kray.actors.controllers import garbagecollector, trainingjob
+from kray.actors.controllers import garbagecollector, podgroup, trainingjob
 from kray.actors.store import MemoryKV, ObjectStore
 from kray.api import FakeClock, Manager, StoreListWatcher
 from kray.client import AsyncClient
@@ -28,6 +28,7 @@ async def env() -> AsyncIterator[Env]:
         manager = Manager(StoreListWatcher(store), client, clock=clock)
         trainingjob.setup(manager)
         garbagecollector.setup(manager)
+        podgroup.setup(manager)  # the gang's PodGroup status is its job
         assert await manager.start_informers(2)
         yield manager, client, clock
         await manager.stop()

@@ -1,13 +1,12 @@
 """A gang that cannot be scheduled says so on the job: Running False with reason
 GangUnschedulable and the scheduler's word for one of the pods, one Warning Event per stall
 (not per scheduling retry), and Running True once the gang is placed and runs. The PodGroup's
-status (phase, member counts) follows the gang."""
+status (phase, member counts), kept by the PodGroup controller, follows the gang."""
 
 from __future__ import annotations
 
 from tj_harness import NS, Env, cond, drive, make_job, run_all, set_phase, start_gang, tj
 
-from kray.actors.controllers.trainingjob_pods import pod_group_status
 from kray.client import AsyncClient
 from kray.crds import Event, Pod
 from kray.crds.scheduling import PodGroup, PodGroupStatus
@@ -105,32 +104,9 @@ async def test_the_pod_group_status_follows_the_gang(env: Env) -> None:
     async def phase_is(want: tuple[str | None, int, int, int]) -> bool:
         return await pod_group_phase(client, "pg") == want
 
-    await drive(manager, lambda: phase_is(("Pending", 0, 0, 0)))
+    await drive(manager, lambda: phase_is(("Scheduling", 0, 0, 0)))  # all 3 members exist, none bound
     await run_all(manager, client, "pg")
     await drive(manager, lambda: phase_is(("Running", 0, 3, 0)))  # (the tests bind no pod)
     for name in ("pg-worker-0", "pg-worker-1", "pg-master-0"):
         await set_phase(client, name, "Succeeded", exit_code=0)
     await drive(manager, lambda: phase_is(("Finished", 0, 0, 3)))
-
-
-def test_pod_group_phases() -> None:
-    def pod(node: str | None, phase: str) -> Pod:
-        return Pod.model_validate(
-            {
-                "metadata": {"name": "p"},
-                "spec": {"nodeName": node, "containers": [{"name": "c", "image": "x"}]},
-                "status": {"phase": phase},
-            }
-        )
-
-    def phase_of(pods: list[Pod], finished: str | None = None) -> str | None:
-        return pod_group_status(pods, 2, finished).phase
-
-    assert phase_of([pod(None, "Pending"), pod("n1", "Pending")]) == "Pending"  # 1 of minMember 2 bound
-    assert phase_of([pod("n1", "Pending"), pod("n1", "Pending")]) == "Scheduled"
-    assert phase_of([pod("n1", "Running"), pod("n1", "Succeeded")]) == "Running"
-    assert phase_of([pod("n1", "Running"), pod("n1", "Failed")]) == "Failed"
-    assert phase_of([pod("n1", "Succeeded"), pod("n1", "Running")], finished="Succeeded") == "Finished"
-    assert phase_of([], finished="Failed") == "Failed"
-    status = pod_group_status([pod("n1", "Running"), pod("n2", "Succeeded"), pod(None, "Pending")], 2, None)
-    assert (status.scheduled, status.running, status.succeeded, status.failed) == (2, 1, 1, 0)

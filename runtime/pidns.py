@@ -29,11 +29,22 @@ def start_holder(sandbox_dir: Path) -> int:
     _holders[proc.pid] = proc  # reaped when stopped (a restarted service leaves that to init)
     deadline = time.monotonic() + 5.0
     own = os.readlink("/proc/self/ns/pid")
-    while os.readlink(f"/proc/{proc.pid}/ns/pid_for_children") == own:  # until unshare(2) is done
+    while not _unshared(proc.pid, own):
         if proc.poll() is not None or time.monotonic() > deadline:
+            stop_holder(proc.pid)
             raise OSError("could not make the pod's PID namespace")
         time.sleep(0.002)
     return proc.pid
+
+
+def _unshared(pid: int, own: str) -> bool:
+    """Whether `unshare --pid --fork` has made the namespace and forked its PID 1."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid_for_children") != own
+    except FileNotFoundError:
+        # Between unshare(2) and the fork the new namespace has no init yet, and the kernel
+        # answers ENOENT for pid_for_children: not done (seen on a loaded node), not an error.
+        return False
 
 
 def stop_holder(pid: int) -> None:

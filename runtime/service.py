@@ -13,13 +13,13 @@ sandboxes are the node's namespaces and its containers the node's filesystem.
 Everything is on disk under `state_dir`: `sandboxes/<id>/sandbox.json`, `containers/<id>/`
 (ContainerManager's folder + `cri.json`), so a restarted service re-adopts what is running.
 Records are kept in memory too, re-read only when their file changed: listings (the kubelet's
-every sync, its PLEG relist) stay cheap however many pods the node has.
+every sync, its PLEG relist) stay cheap however many pods the node has (records.py). Setting up
+a sandbox's namespaces, shm and /etc files is sandboxsetup.py; this module holds the CRI verbs.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import shutil
@@ -27,112 +27,45 @@ import signal
 import subprocess
 import threading
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
-
-from google.protobuf import json_format
 
 from kray.runtime import pidns
 from kray.runtime.cgroups import CgroupV1
 from kray.runtime.containers import ContainerManager, ContainerStatus
 from kray.runtime.cri import api_pb2 as pb
-from kray.runtime.cri.ocispec import PodContext, SpecError, container_config
+from kray.runtime.cri.ocispec import SpecError, container_config
 from kray.runtime.images import HOST_IMAGE, ImageError, ImageInfo, ImageStore, normalize
 from kray.runtime.network import BridgeNetwork
 from kray.runtime.ocirt import CliRuntime, OciError
-from kray.runtime.shim import write_json_atomic
+from kray.runtime.records import (
+    AlreadyExists,
+    ContainerRecord,
+    CriError,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    RecordCache,
+    SandboxRecord,
+    to_json,
+)
+from kray.runtime.sandboxsetup import pod_context, setup_sandbox, umount
 from kray.runtime.shimfork import ShimLauncher
 from kray.runtime.volumes import VolumeManager
 
+__all__ = [
+    "AlreadyExists",
+    "ContainerRecord",
+    "CriError",
+    "DeadlineExceeded",
+    "FailedPrecondition",
+    "InvalidArgument",
+    "NodeRuntime",
+    "NotFound",
+    "SandboxRecord",
+]
+
 MAX_EXEC_OUTPUT = 16 << 20  # CRI: cap ExecSync output at 16 MiB per stream
-
-
-class CriError(Exception):
-    code = "INTERNAL"
-
-
-class NotFound(CriError):
-    code = "NOT_FOUND"
-
-
-class AlreadyExists(CriError):
-    code = "ALREADY_EXISTS"
-
-
-class InvalidArgument(CriError):
-    code = "INVALID_ARGUMENT"
-
-
-class FailedPrecondition(CriError):
-    code = "FAILED_PRECONDITION"
-
-
-class DeadlineExceeded(CriError):
-    code = "DEADLINE_EXCEEDED"
-
-
-@dataclass
-class SandboxRecord:
-    id: str
-    config: dict[str, Any]  # the PodSandboxConfig, as protobuf JSON
-    created_at: int
-    state: str = "ready"  # ready | notready
-    hostname: str = ""
-    netns_path: str | None = None
-    ip: str | None = None
-    ipc_path: str | None = None
-    uts_path: str | None = None
-    shm_path: str | None = None
-    cgroup_parent: str = ""
-    runtime_handler: str = ""
-    host_network: bool = False
-    host_ipc: bool = False
-    host_pid: bool = False
-    pid_holder: int = 0  # PID 1 of the pod's shared PID namespace (shareProcessNamespace), seen from the node
-
-    def pb_config(self) -> pb.PodSandboxConfig:
-        """Parsed once per record (callers only read it): listings parse no JSON twice."""
-        memo: pb.PodSandboxConfig | None = self.__dict__.get("_pb")
-        if memo is None:
-            memo = self.__dict__["_pb"] = json_format.ParseDict(self.config, pb.PodSandboxConfig())
-        return memo
-
-
-@dataclass
-class ContainerRecord:
-    id: str
-    sandbox_id: str
-    config: dict[str, Any]  # the ContainerConfig, as protobuf JSON
-    image_id: str
-    image_name: str
-    log_path: str
-    created_at: int
-    uid: int = 0
-    gid: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def pb_config(self) -> pb.ContainerConfig:
-        """Parsed once per record (callers only read it): listings parse no JSON twice."""
-        memo: pb.ContainerConfig | None = self.__dict__.get("_pb")
-        if memo is None:
-            memo = self.__dict__["_pb"] = json_format.ParseDict(self.config, pb.ContainerConfig())
-        return memo
-
-
-def _to_json(msg: Any) -> dict[str, Any]:
-    return dict(json_format.MessageToDict(msg, preserving_proto_field_name=True))
-
-
-def _run(argv: list[str]) -> None:
-    proc = subprocess.run(argv, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise CriError(f"{' '.join(argv[:3])}...: {proc.stderr.strip()}")
-
-
-def _umount(path: Path) -> None:
-    if os.path.ismount(path) or path.exists():
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
 class NodeRuntime:
@@ -161,9 +94,7 @@ class NodeRuntime:
         self.shm_size = shm_size
         self._locks: dict[str, threading.RLock] = {}
         self._locks_guard = threading.Lock()
-        # Records read from disk, by path, with the file's mtime: every listing used to re-read
-        # and re-parse every record (O(pods) per call, O(pods^2) for a burst of pod starts).
-        self._records: dict[Path, tuple[int, Any]] = {}
+        self._records = RecordCache()
 
     def close(self) -> None:
         """Stop the shim launcher, if any (running containers and their shims stay)."""
@@ -178,33 +109,11 @@ class NodeRuntime:
     def _sandbox_file(self, sid: str) -> Path:
         return self.sandbox_root / sid / "sandbox.json"
 
-    def _load(self, path: Path, kind: type[Any]) -> Any:
-        """The record in `path`, from memory while the file is unchanged; None when unreadable."""
-        try:
-            mtime = path.stat().st_mtime_ns
-        except OSError:
-            self._records.pop(path, None)
-            return None
-        cached = self._records.get(path)
-        if cached is not None and cached[0] == mtime:
-            return cached[1]
-        try:
-            rec = kind(**json.loads(path.read_text()))
-        except (OSError, ValueError, TypeError):
-            return None
-        self._records[path] = (mtime, rec)
-        return rec
-
-    def _store(self, path: Path, rec: Any) -> None:
-        write_json_atomic(path, asdict(rec))
-        with contextlib.suppress(OSError):
-            self._records[path] = (path.stat().st_mtime_ns, rec)
-
     def _save_sandbox(self, rec: SandboxRecord) -> None:
-        self._store(self._sandbox_file(rec.id), rec)
+        self._records.store(self._sandbox_file(rec.id), rec)
 
     def sandbox(self, sid: str) -> SandboxRecord:
-        rec: SandboxRecord | None = self._load(self._sandbox_file(sid), SandboxRecord)
+        rec: SandboxRecord | None = self._records.load(self._sandbox_file(sid), SandboxRecord)
         if rec is None:
             raise NotFound(f"pod sandbox {sid!r} not found")
         return rec
@@ -234,7 +143,7 @@ class NodeRuntime:
             nso = config.linux.security_context.namespace_options
             rec = SandboxRecord(
                 id=sid,
-                config=_to_json(config),
+                config=to_json(config),
                 created_at=time.time_ns(),
                 hostname=config.hostname or md.name,
                 cgroup_parent=config.linux.cgroup_parent or f"{self.cgroup_root}/pod{sid}",
@@ -246,7 +155,7 @@ class NodeRuntime:
             )
             self._save_sandbox(rec)  # first, so a failure below is cleaned up by RemovePodSandbox
         try:
-            self._setup_sandbox(rec, config, d)
+            setup_sandbox(rec, config, d, self.network, self.runtime.isolated, self.shm_size)
         except Exception as exc:
             self.remove_sandbox(sid)
             if isinstance(exc, CriError):
@@ -254,80 +163,6 @@ class NodeRuntime:
             raise CriError(f"run pod sandbox {md.namespace}/{md.name}: {exc}") from exc
         self._save_sandbox(rec)
         return rec
-
-    def _setup_sandbox(self, rec: SandboxRecord, config: pb.PodSandboxConfig, d: Path) -> None:
-        if not rec.host_network:
-            if self.network is None:
-                raise FailedPrecondition("this node runtime has no pod network (start it with --subnet)")
-            sb = self.network.setup(rec.id)
-            rec.netns_path, rec.ip = sb.netns_path, sb.ip
-        # Pin IPC and UTS: `unshare --ipc=F --uts=F hostname NAME` leaves both namespaces bound to
-        # the files, the UTS one already named after the pod.
-        ns_dir = d / "ns"
-        ns_dir.mkdir()
-        argv = ["unshare"]
-        if not rec.host_ipc:
-            (ns_dir / "ipc").touch()
-            argv.append(f"--ipc={ns_dir / 'ipc'}")
-            rec.ipc_path = str(ns_dir / "ipc")
-        if not rec.host_network:
-            (ns_dir / "uts").touch()
-            argv.append(f"--uts={ns_dir / 'uts'}")
-            rec.uts_path = str(ns_dir / "uts")
-        if len(argv) > 1:
-            _run([*argv, "hostname" if rec.uts_path else "true", *([rec.hostname] if rec.uts_path else [])])
-        if not rec.host_ipc:
-            shm = d / "shm"
-            shm.mkdir()
-            _run(["mount", "-t", "tmpfs", "-o", f"mode=1777,size={self.shm_size},nosuid,nodev", "shm", str(shm)])
-            rec.shm_path = str(shm)
-        self._write_etc(rec, config, d)
-        if self.runtime.isolated and config.linux.security_context.namespace_options.pid == pb.POD:
-            rec.pid_holder = pidns.start_holder(d)
-        res = config.linux.resources
-        if self.runtime.isolated and (res.memory_limit_in_bytes > 0 or res.cpu_quota > 0):
-            # Pod-level limits on the pod cgroup; the containers' cgroups nest under it.
-            cg = CgroupV1(rec.cgroup_parent)
-            cg.ensure()
-            if res.memory_limit_in_bytes > 0:
-                (cg.dir("memory") / "memory.limit_in_bytes").write_text(str(res.memory_limit_in_bytes))
-            if res.cpu_quota > 0:
-                (cg.dir("cpu") / "cpu.cfs_period_us").write_text(str(res.cpu_period or 100_000))
-                (cg.dir("cpu") / "cpu.cfs_quota_us").write_text(str(res.cpu_quota))
-
-    def _write_etc(self, rec: SandboxRecord, config: pb.PodSandboxConfig, d: Path) -> None:
-        etc = d / "etc"
-        etc.mkdir()
-        (etc / "hostname").write_text(rec.hostname + "\n")
-        hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-        if rec.ip:
-            hosts += f"{rec.ip}\t{rec.hostname}\n"
-        (etc / "hosts").write_text(hosts)
-        dns = config.dns_config
-        if dns.servers or dns.searches:
-            lines = [f"nameserver {s}" for s in dns.servers]
-            lines += [f"search {' '.join(dns.searches)}"] if dns.searches else []
-            lines += [f"options {' '.join(dns.options)}"] if dns.options else []
-            (etc / "resolv.conf").write_text("\n".join(lines) + "\n")
-        elif os.path.exists("/etc/resolv.conf"):
-            shutil.copyfile("/etc/resolv.conf", etc / "resolv.conf")  # like Default DNS policy
-        else:
-            (etc / "resolv.conf").write_text("")
-
-    def _pod_context(self, rec: SandboxRecord) -> PodContext:
-        etc = self.sandbox_root / rec.id / "etc"
-        files = {f"/etc/{n}": str(etc / n) for n in ("hosts", "hostname", "resolv.conf") if (etc / n).exists()}
-        return PodContext(
-            hostname=rec.hostname,
-            cgroup_parent=rec.cgroup_parent,
-            netns_path=rec.netns_path,
-            ipc_path=rec.ipc_path,
-            uts_path=rec.uts_path,
-            host_pid=rec.host_pid,
-            pid_path=f"/proc/{rec.pid_holder}/ns/pid_for_children" if rec.pid_holder else None,
-            etc_files=files,
-            shm_path=rec.shm_path,
-        )
 
     def stop_sandbox(self, sid: str) -> None:
         """Kill the pod's containers and give its network back; idempotent."""
@@ -356,7 +191,7 @@ class NodeRuntime:
                 self.network.teardown(sid)
             d = self.sandbox_root / sid
             for p in (d / "ns" / "ipc", d / "ns" / "uts", d / "shm"):
-                _umount(p)
+                umount(p)
             if rec is not None:
                 pidns.stop_holder(rec.pid_holder)
                 CgroupV1(rec.cgroup_parent).remove(timeout=5.0)
@@ -365,7 +200,7 @@ class NodeRuntime:
                     with contextlib.suppress(Exception):
                         self.volumes.cleanup_pod(uid)
             shutil.rmtree(d, ignore_errors=True)
-            self._records.pop(self._sandbox_file(sid), None)
+            self._records.forget(self._sandbox_file(sid))
         with self._locks_guard:
             self._locks.pop(sid, None)
 
@@ -374,7 +209,7 @@ class NodeRuntime:
         return self.containers.dir(cid) / "cri.json"
 
     def container_record(self, cid: str) -> ContainerRecord:
-        rec: ContainerRecord | None = self._load(self._record_file(cid), ContainerRecord)
+        rec: ContainerRecord | None = self._records.load(self._record_file(cid), ContainerRecord)
         if rec is None:
             raise NotFound(f"container {cid!r} not found")
         return rec
@@ -441,12 +276,17 @@ class NodeRuntime:
                 log_path = Path(log_dir) / (config.log_path or f"{name}/{attempt}.log")
                 log_path.parent.mkdir(parents=True, exist_ok=True)
                 oci_cfg = container_config(
-                    config, info.config if info else {}, d / "rootfs", mode == "host", self._pod_context(sb), cid
+                    config,
+                    info.config if info else {},
+                    d / "rootfs",
+                    mode == "host",
+                    pod_context(sb, self.sandbox_root / sb.id),
+                    cid,
                 )
                 rec = ContainerRecord(
                     id=cid,
                     sandbox_id=sid,
-                    config=_to_json(config),
+                    config=to_json(config),
                     image_id=info.config_digest if info else HOST_IMAGE,
                     image_name=info.name if info else HOST_IMAGE,
                     log_path=str(log_path),
@@ -455,7 +295,7 @@ class NodeRuntime:
                     gid=oci_cfg.gid,
                 )
                 self.containers.create(cid, oci_cfg, log_path)
-                self._store(self._record_file(cid), rec)
+                self._records.store(self._record_file(cid), rec)
             except Exception as exc:
                 with contextlib.suppress(Exception):
                     self.containers.remove(cid)
@@ -492,7 +332,7 @@ class NodeRuntime:
         if not self.containers.dir(cid).exists():
             return
         self.containers.remove(cid)
-        self._records.pop(self._record_file(cid), None)
+        self._records.forget(self._record_file(cid))
         ImageStore.unmount_rootfs(self.containers.dir(cid) / "rootfs")
         shutil.rmtree(self.scratch_root / cid, ignore_errors=True)
 

@@ -19,22 +19,19 @@ fresh namespace; figures are medians over repeats. The baseline is the CPU this 
 the same raw etcd operations through kray's EtcdKV (create, get, a 2-key txn like bind's).
 
 Load still moves CPU time somewhat (shared caches, clock frequency): compare two versions with
-interleaved runs, e.g. two source trees put first on PYTHONPATH in turn.
+interleaved runs, e.g. two source trees put first on PYTHONPATH in turn. The environment is
+passed on to the server process, so e.g. GRPC_EXPERIMENTS=-event_engine_client (gRPC's older
+iomgr client: ~30% less CPU per etcd call, but fewer creates/s with 8 concurrent clients in
+scripts/bench_api.py) can be compared the same way.
 """
 
 from __future__ import annotations
-
-import os
-
-# As the API server's own processes are started (actors/apiserver/server.py, grpc_client_env):
-# the cheaper gRPC client, set before gRPC loads, for this process and the server it starts.
-# Run with GRPC_EXPERIMENTS= (empty) to measure gRPC's default client instead.
-os.environ.setdefault("GRPC_EXPERIMENTS", "-event_engine_client")
 
 import argparse
 import asyncio
 import cProfile
 import json
+import os
 import statistics
 import subprocess
 import sys

@@ -36,6 +36,7 @@ CLUSTER="kray-tryup-$$"
 SSHD_PID=""
 MADE_USER=0
 MADE_POLICY=0
+ACL_DIRS=()
 
 log() { echo "try_ray_up: $*" >&2; }
 
@@ -57,6 +58,7 @@ cleanup() {
         sleep 2
         for pid in $(user_pids); do kill -9 "$pid" 2>/dev/null; done
     fi
+    for dir in "${ACL_DIRS[@]}"; do setfacl -x "u:$SSH_USER" "$dir"; done
     [ "$MADE_USER" = 1 ] && userdel -r "$SSH_USER" >/dev/null 2>&1
     [ "$MADE_POLICY" = 1 ] && rm -f /usr/sbin/policy-rc.d
     rm -f "/tmp/ray/cluster-$CLUSTER.lock" "/tmp/ray/cluster-$CLUSTER.state"
@@ -70,6 +72,7 @@ need=()
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v rsync >/dev/null || need+=(rsync)
 command -v nc >/dev/null || need+=(netcat-openbsd)
+command -v setfacl >/dev/null || need+=(acl)
 if [ "${#need[@]}" -gt 0 ]; then
     log "installing ${need[*]}"
     if [ ! -e /usr/sbin/policy-rc.d ]; then
@@ -94,10 +97,19 @@ if [ -n "$(user_pids)" ]; then
     exit 1
 fi
 # The user runs the checkout's venv, whose python links to the interpreter it was made from:
-# one under a private home (pyenv in /root, mode 700) cannot be run by anyone else.
+# one under a private home (pyenv in /root, mode 700) cannot be run by anyone else. Grant the
+# dedicated user (only it) traverse permission on such folders with an ACL, for this run only.
+REAL_PY="$(readlink -f "$PY")"
+dir="$(dirname "$REAL_PY")"
+while [ "$dir" != "/" ]; do
+    if [ "$(( $(stat -c '%a' "$dir") % 10 & 1 ))" = 0 ]; then  # no x for others
+        setfacl -m "u:$SSH_USER:x" "$dir" && ACL_DIRS+=("$dir")
+    fi
+    dir="$(dirname "$dir")"
+done
+[ "${#ACL_DIRS[@]}" -gt 0 ] && log "granted $SSH_USER traverse (ACL) on: ${ACL_DIRS[*]}"
 if ! su -s /bin/sh "$SSH_USER" -c "'$PY' -c 'import ray'" >/dev/null 2>&1; then
-    log "$SSH_USER cannot run $PY (-> $(readlink -f "$PY")): build the venv from a Python"
-    log "outside a private home (e.g. /usr/bin/python3 or /opt), or make that path readable"
+    log "$SSH_USER cannot run $PY (-> $REAL_PY) even with traverse permission on its folders"
     exit 2
 fi
 cat >"$HOME_DIR/.kray-tryup.sh" <<EOF

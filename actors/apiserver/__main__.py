@@ -10,10 +10,6 @@ import argparse
 import asyncio
 import os
 
-from .server import grpc_client_env
-
-os.environ.update(grpc_client_env())  # before anything loads gRPC (EtcdKV, below)
-
 from kray.actors.store import ObjectStore
 from kray.actors.store.etcd import EtcdKV
 

@@ -16,7 +16,7 @@ from kray.actors.store.objects import ObjectStore
 from kray.crds.registry import REGISTRY
 
 from .app import ApiServer
-from .server import ServerThread, grpc_client_env
+from .server import ServerThread
 
 ACTOR_NAME = "kray-apiserver"
 RAY_NAMESPACE = "kray"
@@ -58,5 +58,4 @@ def deploy_apiserver(etcd_endpoint: str, host: str = "127.0.0.1", port: int = 64
         get_if_exists=True,
         num_cpus=0,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
-        runtime_env={"env_vars": grpc_client_env()},  # the cheaper gRPC client (see there)
     ).remote(etcd_endpoint, host, port, token)

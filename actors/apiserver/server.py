@@ -7,7 +7,6 @@ and the bound port is known without racing uvicorn's startup.
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import threading
 from collections.abc import Awaitable, Callable
@@ -18,19 +17,6 @@ import uvicorn
 from .app import ApiServer
 
 GRACEFUL_SHUTDOWN_SECONDS = 5
-
-
-def grpc_client_env() -> dict[str, str]:
-    """Environment for the API server's process, to be in place before gRPC loads.
-
-    gRPC's EventEngine client runs each call's I/O on threads of its own and hands the result
-    to the asyncio loop; the iomgr client costs ~30% less CPU per etcd call (~145 vs ~205 µs
-    per Range on the 2-core dev box, main thread plus gRPC's threads), and etcd calls are most
-    of an API request's CPU (scripts/bench_api_cpu.py). gRPC reads the setting once, when it
-    starts, so setting it later in a running process does nothing reliable. An explicit
-    GRPC_EXPERIMENTS wins; a gRPC without the experiment ignores it.
-    """
-    return {"GRPC_EXPERIMENTS": os.environ.get("GRPC_EXPERIMENTS", "-event_engine_client")}
 
 
 def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:

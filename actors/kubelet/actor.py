@@ -205,6 +205,10 @@ class KubeletActor:
             "node": self.node_name,
             "pods": len(k.pods) if k else 0,
             "errors": dict(k.errors) if k else {},
+            # Pod Events: a growing `dropped` means the API server cannot keep up with them.
+            "events": {"queued": len(k.events.queue), "written": k.events.written, "dropped": k.events.dropped}
+            if k
+            else {},
             "error": self.error,
             "runtime_pid": self.runtime_proc.pid if self.runtime_proc else None,
         }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import grpc
 import httpx
@@ -65,8 +66,16 @@ async def _run(
     return None
 
 
-async def pre_stop(cri: CriPort, container: Container | None, cid: str, pod_ip: str, grace: float) -> float:
-    """Run the container's preStop hook, if any, within `grace`; the grace left afterwards."""
+async def pre_stop(
+    cri: CriPort,
+    container: Container | None,
+    cid: str,
+    pod_ip: str,
+    grace: float,
+    on_failure: Callable[[str], None] | None = None,
+) -> float:
+    """Run the container's preStop hook, if any, within `grace`; the grace left afterwards.
+    `on_failure` hears why a hook failed (the FailedPreStopHook event)."""
     hook = container.lifecycle.pre_stop if container is not None and container.lifecycle else None
     if hook is None or container is None or grace <= 0:
         return grace
@@ -75,5 +84,7 @@ async def pre_stop(cri: CriPort, container: Container | None, cid: str, pod_ip: 
     err = await run_hook(cri, hook, container, cid, pod_ip, grace)
     if err is not None:
         log.warning("preStop hook of container %s (%s) failed: %s", container.name, cid[:12], err)
+        if on_failure is not None:
+            on_failure(err)
     # Like the kubelet's minimum: the container still gets 2 s for SIGTERM after a long hook.
     return max(MIN_GRACE_AFTER_HOOK, grace - (loop.time() - started))

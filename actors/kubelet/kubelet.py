@@ -25,6 +25,7 @@ from kray.crds import Pod
 from kray.crds.quantity import Quantity, add_resources
 
 from . import podstatus
+from .events import PodEvents
 from .nodestatus import NodeStatusManager
 from .podsync import PodSyncer
 from .ports import ApiPort, CriPort, DevicePort, KubeletConfig, VolumePort
@@ -49,9 +50,12 @@ class Kubelet:
         self.api, self.cri, self.volumes, self.devices = api, cri, volumes, devices
         self.clock = clock or SystemClock()
         self.config = config or KubeletConfig()
-        self.probes = ProbeManager(Prober(cri), self.clock)
+        self.events = PodEvents(api, node_name, self.clock, self.config.event_queue_size)
+        self.probes = ProbeManager(Prober(cri), self.clock, on_failure=self._probe_failed)
         self.node = NodeStatusManager(node_name, api, cri, devices, self.clock, self.config)
-        self.syncer = PodSyncer(node_name, api, cri, volumes, devices, self.probes, self.clock, self.config)
+        self.syncer = PodSyncer(
+            node_name, api, cri, volumes, devices, self.probes, self.clock, self.config, self.events
+        )
         self.syncer.host_ip = self.node.node_ip
         self.pods: dict[str, Pod] = {}  # uid -> newest object seen
         self.admitted: set[str] = set()
@@ -90,6 +94,12 @@ class Kubelet:
         return next(
             (p for p in self.pods.values() if p.metadata.namespace == namespace and p.metadata.name == name), None
         )
+
+    def _probe_failed(self, uid: str, container: str, kind: str, why: str) -> None:
+        """Kubernetes' Unhealthy event, once per failed probe run (repeats aggregate)."""
+        pod = self.pods.get(uid)
+        if pod is not None:
+            self.events.warning(pod, "Unhealthy", f"{kind.capitalize()} probe failed: {why}")
 
     # --- workers ----------------------------------------------------------------------------
     def dispatch(self, uid: str) -> None:
@@ -298,6 +308,7 @@ class Kubelet:
         await self._guard("pods", self.list_pods)
         await self.housekeeping()
         await self.drain()
+        await self.events.flush()
 
     async def run(self) -> None:
         """Forever (until stop()): watch pods, heartbeat the node, relist the runtime."""
@@ -306,6 +317,7 @@ class Kubelet:
             asyncio.create_task(self._every("node", 1.0, self.node.tick)),
             asyncio.create_task(self._watch_pods()),
             asyncio.create_task(self._every("housekeeping", self.config.tick, self.housekeeping)),
+            asyncio.create_task(self.events.run()),
         ]
         try:
             await self._stopped.wait()

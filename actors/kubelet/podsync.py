@@ -4,35 +4,33 @@ Level-based: every call re-reads the runtime for the pod (by its uid label) and 
 that: sandbox, volumes, init containers in order, then containers, restarts with back-off,
 liveness kills. It returns when nothing more can be done now, with how long until something
 is due (a back-off ending). Kills are graceful (StopContainer with the grace period).
+The CRI configs it creates sandboxes and containers with are podconfig.py's; the Events it
+records go through events.py's queue, never awaited here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import grpc
 
 from kray.actors.framework.ports import Clock
 from kray.crds import Pod
 from kray.crds.core.container import Container
-from kray.deviceplugins.hints import requested_devices
 from kray.runtime.cri import api_pb2 as pb
 
 from . import podstatus
-from .dns import pod_dns_config
-from .envvars import ContainerConfigError, EnvContext, build_env, command_line
+from .envvars import ContainerConfigError
+from .events import PodEvents
 from .hooks import pre_stop, run_hook
+from .podconfig import PodConfigs
 from .ports import (
     ANN_GRACE,
-    CONTAINER_KIND,
     CONTAINER_NAME,
-    POD_NAME,
-    POD_NAMESPACE,
-    POD_UID,
     ApiPort,
     CriPort,
     DevicePort,
@@ -41,7 +39,6 @@ from .ports import (
 )
 from .probes import ProbeManager
 from .runtimepod import RuntimePod, inspect
-from .specs import extended_resources, linux_resources, security_context, volume_for
 
 log = logging.getLogger(__name__)
 POST_START_TIMEOUT = 30.0  # Kubernetes has none; a hook that hangs must not hold the pod forever
@@ -80,16 +77,24 @@ class PodSyncer:
         probes: ProbeManager,
         clock: Clock,
         config: KubeletConfig,
+        events: PodEvents,
     ) -> None:
         self.node_name = node_name
         self.api, self.cri, self.volumes, self.devices = api, cri, volumes, devices
-        self.probes, self.clock, self.config = probes, clock, config
+        self.probes, self.clock, self.config, self.events = probes, clock, config, events
         self.backoff = Backoff(config.backoff_initial, config.backoff_max)
         self.waiting: dict[tuple[str, str], tuple[str, str]] = {}  # (uid, container) -> (reason, msg)
-        self.published: dict[str, dict[str, str]] = {}  # uid -> volume name -> host path
         self._image_failed: dict[tuple[str, str], float] = {}  # when its last pull failed
-        self.host_ip = ""
-        self.allocatable: dict[str, Any] = {}
+        self.configs = PodConfigs(api, volumes, devices, config)
+
+    @property
+    def host_ip(self) -> str:
+        """The node's IP: a host-network pod's IP, and status.hostIP in containers' env."""
+        return self.configs.host_ip
+
+    @host_ip.setter
+    def host_ip(self, ip: str) -> None:
+        self.configs.host_ip = ip
 
     # --- sync -------------------------------------------------------------------------------
     async def sync(self, pod: Pod) -> tuple[RuntimePod, float | None]:
@@ -114,7 +119,7 @@ class PodSyncer:
                 await self.cri.remove_pod_sandbox(old.id)
         sb_status = (await self.cri.pod_sandbox_status(sb.id)).status
         pod_ip = sb_status.network.ip or self.host_ip
-        await self._publish_volumes(pod)
+        await self.configs.publish_volumes(pod)
         due: list[float] = []
         changed = await self._sync_containers(pod, rp, sb, pod_ip, due)
         if changed:
@@ -168,7 +173,11 @@ class PodSyncer:
                 self.probes.add(uid, pod_ip, c, st.id)
                 if self.probes.liveness_failed(st.id):
                     log.info("pod %s container %s failed its liveness probe: restarting", pod.metadata.name, c.name)
-                    grace = await pre_stop(self.cri, c, st.id, pod_ip, self._grace(pod, c))
+                    probe = "startup" if self.probes.startup_failed(st.id) else "liveness"
+                    self.events.normal(pod, "Killing", f"Container {c.name} failed {probe} probe, will be restarted")
+                    grace = await pre_stop(
+                        self.cri, c, st.id, pod_ip, self.configs.grace(pod, c), self._pre_stop_failed(pod, c.name)
+                    )
                     await self.cri.stop_container(st.id, int(grace))
                     changed = True
                 continue
@@ -198,6 +207,12 @@ class PodSyncer:
                 delay = self.backoff.entries[key]
                 msg = f"back-off {delay:.0f}s restarting failed container={c.name} pod={pod.metadata.name}"
                 self.waiting[key] = ("CrashLoopBackOff", msg)
+                md = pod.metadata
+                self.events.warning(
+                    pod,
+                    "BackOff",
+                    f"Back-off restarting failed container {c.name} in pod {md.name}_{md.namespace}({uid})",
+                )
                 due.append(left)
                 return False
             self.backoff.next(key)
@@ -209,167 +224,76 @@ class PodSyncer:
             left = self.backoff.remaining(image_key, self._image_failed.get(key, now), now)
             if left > 0:
                 self.waiting[key] = ("ImagePullBackOff", f'Back-off pulling image "{c.image}"')
+                self.events.normal(pod, "BackOff", f'Back-off pulling image "{c.image}"')
                 due.append(left)
                 return False
         try:
-            await self._ensure_image(c)
+            await self._ensure_image(pod, c)
         except grpc.aio.AioRpcError as exc:
+            self.events.warning(pod, "Failed", f'Failed to pull image "{c.image}": {exc.details() or exc.code()}')
+            self.events.warning(pod, "Failed", "Error: ErrImagePull")
             self.backoff.next(image_key)
             self._image_failed[key] = now
             self.waiting[key] = ("ErrImagePull", exc.details() or str(exc.code()))
             due.append(self.backoff.entries[image_key])
             return False
         try:
-            cfg = await self._container_config(pod, c, kind, rp.next_attempt(c.name), pod_ip)
+            cfg = await self.configs.container_config(pod, c, kind, rp.next_attempt(c.name), pod_ip)
         except ContainerConfigError as exc:
             self.waiting[key] = ("CreateContainerConfigError", str(exc))
+            self.events.warning(pod, "Failed", f"Error: {exc}")
             due.append(self.config.backoff_initial)
             return False
-        sb_cfg = self.sandbox_config(pod, sb.metadata.attempt)
+        sb_cfg = self.configs.sandbox_config(pod, sb.metadata.attempt)
+        cid = ""
         try:
             cid = await self.cri.create_container(sb.id, cfg, sb_cfg)
+            self.events.normal(pod, "Created", f"Created container {c.name}")
             await self.cri.start_container(cid)
         except grpc.aio.AioRpcError as exc:
             self.waiting[key] = (
                 "CreateContainerError" if "create" in str(exc.details()).lower() else "RunContainerError",
                 exc.details() or "",
             )
+            self.events.warning(pod, "Failed", f"Error: {exc.details() or exc.code()}")
             due.append(self.config.backoff_initial)
             return True
         self.waiting.pop(key, None)
+        self.events.normal(pod, "Started", f"Started container {c.name}")
         hook = c.lifecycle.post_start if c.lifecycle else None
         err = await run_hook(self.cri, hook, c, cid, pod_ip, POST_START_TIMEOUT) if hook else None
         if err is not None:  # as the kubelet does: the container is killed, its restart policy decides
             log.warning("pod %s container %s: postStart hook failed: %s", pod.metadata.name, c.name, err)
-            await self.cri.stop_container(cid, self._grace(pod, c))
+            self.events.warning(pod, "FailedPostStartHook", err)
+            self.events.normal(pod, "Killing", f"FailedPostStartHook: stopping container {c.name}")
+            await self.cri.stop_container(cid, self.configs.grace(pod, c))
         elif kind == "app":  # probes begin once postStart is done
             self.probes.add(uid, pod_ip, c, cid)
         return True
 
-    async def _ensure_image(self, c: Container) -> None:
+    async def _ensure_image(self, pod: Pod, c: Container) -> None:
         # The node's store is local: an image that is there needs no pull, whatever the policy.
         if (await self.cri.image_status(c.image)).HasField("image"):
+            self.events.normal(pod, "Pulled", f'Container image "{c.image}" already present on machine')
             return
+        self.events.normal(pod, "Pulling", f'Pulling image "{c.image}"')
+        started = time.monotonic()
         await self.cri.pull_image(c.image)
+        self.events.normal(pod, "Pulled", f'Successfully pulled image "{c.image}" in {time.monotonic() - started:.3f}s')
 
-    # --- configs ----------------------------------------------------------------------------
-    def sandbox_config(self, pod: Pod, attempt: int) -> pb.PodSandboxConfig:
-        md, spec = pod.metadata, pod.spec
-        labels = {
-            **(md.labels or {}),
-            POD_UID: md.uid or "",
-            POD_NAME: md.name or "",
-            POD_NAMESPACE: md.namespace or "",
-        }
-        nso = pb.NamespaceOption(
-            network=pb.NODE if spec.host_network else pb.POD,
-            pid=pb.NODE if spec.host_pid else (pb.POD if spec.share_process_namespace else pb.CONTAINER),
-            ipc=pb.NODE if spec.host_ipc else pb.POD,
-        )
-        hostname = spec.hostname or md.name or ""
-        if spec.host_network:
-            hostname = ""  # the node's own
-        config = pb.PodSandboxConfig(
-            metadata=pb.PodSandboxMetadata(name=md.name, namespace=md.namespace, uid=md.uid, attempt=attempt),
-            hostname=hostname,
-            labels=labels,
-            annotations=dict(md.annotations or {}),
-            linux=pb.LinuxPodSandboxConfig(security_context=pb.LinuxSandboxSecurityContext(namespace_options=nso)),
-        )
-        dns = pod_dns_config(pod, self.config)
-        if dns is not None:
-            config.dns_config.CopyFrom(dns)
-        return config
+    def _pre_stop_failed(self, pod: Pod, container: str) -> Callable[[str], None]:
+        """The FailedPreStopHook event for one container's preStop hook."""
+
+        def report(err: str) -> None:
+            self.events.warning(pod, "FailedPreStopHook", f"PreStopHook failed for container {container}: {err}")
+
+        return report
 
     async def _new_sandbox(self, pod: Pod, rp: RuntimePod) -> None:
         attempt = rp.sandboxes[0].metadata.attempt + 1 if rp.sandboxes else 0
         for sb in rp.sandboxes:  # a sandbox died: its containers die with it, and all restart
             await self.cri.stop_pod_sandbox(sb.id)
-        await self.cri.run_pod_sandbox(self.sandbox_config(pod, attempt), self.config.runtime_handler)
-
-    async def _container_config(
-        self, pod: Pod, c: Container, kind: str, attempt: int, pod_ip: str
-    ) -> pb.ContainerConfig:
-        md = pod.metadata
-        uid = md.uid or ""
-        ctx = EnvContext(pod, self.api, pod_ip=pod_ip, host_ip=self.host_ip, allocatable=self.allocatable)
-        env = await build_env(ctx, c)
-        command, args = command_line(c, env)
-        mounts = []
-        paths = self.published.get(uid, {})
-        for m in c.volume_mounts or []:
-            host = paths.get(m.name)
-            if host is None:
-                raise ContainerConfigError(f"volume {m.name!r} is not ready")
-            if m.sub_path:
-                host = os.path.join(host, m.sub_path)
-                os.makedirs(host, exist_ok=True)
-            mounts.append(pb.Mount(container_path=m.mount_path, host_path=host, readonly=bool(m.read_only)))
-        devices: list[pb.Device] = []
-        extra = extended_resources(c)
-        if extra and self.devices is not None:
-            for resource, count in extra.items():
-                try:
-                    chosen = requested_devices(pod, c.name, resource) if kind == "app" else None
-                    got = await asyncio.to_thread(self.devices.allocate, uid, c.name, resource, count, chosen)
-                except Exception as exc:
-                    raise ContainerConfigError(f"allocating {resource}: {exc}") from exc
-                env.update(got.envs)
-                for d in got.devices:
-                    devices.append(
-                        pb.Device(
-                            container_path=d["containerPath"],
-                            host_path=d["hostPath"],
-                            permissions=d.get("permissions", "rwm"),
-                        )
-                    )
-                for m2 in got.mounts:
-                    mounts.append(
-                        pb.Mount(
-                            container_path=m2["containerPath"],
-                            host_path=m2["hostPath"],
-                            readonly=bool(m2.get("readOnly")),
-                        )
-                    )
-        labels = {
-            POD_UID: uid,
-            POD_NAME: md.name or "",
-            POD_NAMESPACE: md.namespace or "",
-            CONTAINER_NAME: c.name,
-            CONTAINER_KIND: kind,
-        }
-        return pb.ContainerConfig(
-            metadata=pb.ContainerMetadata(name=c.name, attempt=attempt),
-            image=pb.ImageSpec(image=c.image),
-            command=command,
-            args=args,
-            working_dir=c.working_dir or "",
-            envs=[pb.KeyValue(key=k, value=v) for k, v in env.items()],
-            mounts=mounts,
-            devices=devices,
-            labels=labels,
-            annotations={ANN_GRACE: str(self._grace(pod, c))},
-            log_path=f"{c.name}/{attempt}.log",
-            linux=pb.LinuxContainerConfig(resources=linux_resources(c), security_context=security_context(c)),
-        )
-
-    async def _publish_volumes(self, pod: Pod) -> None:
-        uid = pod.metadata.uid or ""
-        have = self.published.setdefault(uid, {})
-        ctx = EnvContext(pod, self.api)
-        for v in pod.spec.volumes or []:
-            if v.name in have:
-                continue
-            vol = await volume_for(v, ctx)
-            if vol is None:
-                continue
-            have[v.name] = str(await asyncio.to_thread(self.volumes.node_publish, vol, uid))
-
-    def _grace(self, pod: Pod, c: Container | None = None) -> int:
-        if pod.metadata.deletion_grace_period_seconds is not None:
-            return int(pod.metadata.deletion_grace_period_seconds)
-        g = pod.spec.termination_grace_period_seconds
-        return self.config.default_grace if g is None else int(g)
+        await self.cri.run_pod_sandbox(self.configs.sandbox_config(pod, attempt), self.config.runtime_handler)
 
     # --- kill -------------------------------------------------------------------------------
     async def kill(self, uid: str, grace: int | None, pod: Pod | None = None) -> None:
@@ -383,8 +307,13 @@ class PodSyncer:
         async def stop(st: pb.ContainerStatus) -> None:
             g = grace if grace is not None else int(st.annotations.get(ANN_GRACE, self.config.default_grace))
             try:
-                spec = specs.get(st.labels.get(CONTAINER_NAME, st.metadata.name))
-                await self.cri.stop_container(st.id, int(await pre_stop(self.cri, spec, st.id, pod_ip, g)))
+                name = st.labels.get(CONTAINER_NAME, st.metadata.name)
+                spec = specs.get(name)
+                on_hook_failure = self._pre_stop_failed(pod, name) if pod is not None else None
+                if pod is not None:
+                    self.events.normal(pod, "Killing", f"Stopping container {name}")
+                g = int(await pre_stop(self.cri, spec, st.id, pod_ip, g, on_hook_failure))
+                await self.cri.stop_container(st.id, g)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.NOT_FOUND:
                     raise
@@ -403,6 +332,6 @@ class PodSyncer:
     def forget(self, uid: str) -> None:
         self.probes.forget_pod(uid)
         self.backoff.forget_pod(uid)
-        self.published.pop(uid, None)
+        self.configs.forget(uid)
         for k in [k for k in self.waiting if k[0] == uid]:
             del self.waiting[k]

@@ -85,6 +85,9 @@ class ApiPort(Protocol):
 
     async def update_status(self, obj: Any) -> Any: ...
 
+    # Unused by the kubelet itself; it makes an ApiPort a framework Writer (the EventRecorder's).
+    async def patch(self, kind: Any, name: str, patch: Any, namespace: str | None = None) -> Any: ...
+
     async def delete(
         self,
         kind: Any,
@@ -166,3 +169,4 @@ class KubeletConfig:
     # empty: they get the node's own resolv.conf, as with dnsPolicy Default.
     cluster_dns: list[str] = field(default_factory=list)
     cluster_domain: str = "cluster.local"
+    event_queue_size: int = 1000  # Pod Events waiting for the API server; more are dropped (counted)

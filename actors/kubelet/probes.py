@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -21,6 +22,9 @@ from kray.crds.core.container import Container, Probe
 from .ports import CriPort
 
 log = logging.getLogger(__name__)
+MAX_OUTPUT = 1024  # of a failed exec probe's output, in the Unhealthy event
+# (pod uid, container name, probe kind, why it failed): one call per failed probe run.
+ProbeFailureHook = Callable[[str, str, str, str], None]
 
 
 def resolve_port(port: int | str, container: Container) -> int:
@@ -39,17 +43,24 @@ class Prober:
         self.cri = cri
 
     async def run(self, probe: Probe, container: Container, cid: str, pod_ip: str) -> bool:
+        return await self.check(probe, container, cid, pod_ip) is None
+
+    async def check(self, probe: Probe, container: Container, cid: str, pod_ip: str) -> str | None:
+        """None when the probe passed, else why it failed (the Unhealthy event's message)."""
         timeout = float(probe.timeout_seconds)
         try:
             if probe.exec is not None:
                 r = await self.cri.exec_sync(cid, list(probe.exec.command or []), timeout=int(timeout))
-                return r.exit_code == 0
+                if r.exit_code == 0:
+                    return None
+                out = (r.stdout + r.stderr)[-MAX_OUTPUT:].decode(errors="replace").strip()
+                return out or f"command {list(probe.exec.command or [])} exited with {r.exit_code}"
             if probe.tcp_socket is not None:
                 host = probe.tcp_socket.host or pod_ip or "127.0.0.1"
                 port = resolve_port(probe.tcp_socket.port, container)
                 _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
                 writer.close()
-                return True
+                return None
             if probe.http_get is not None:
                 h = probe.http_get
                 host = h.host or pod_ip or "127.0.0.1"
@@ -57,11 +68,16 @@ class Prober:
                 headers = {x.name: x.value for x in h.http_headers or []}
                 async with httpx.AsyncClient(timeout=timeout, verify=False) as http:
                     resp = await http.get(url, headers=headers)
-                return 200 <= resp.status_code < 400
-        except (OSError, asyncio.TimeoutError, httpx.HTTPError, ValueError, grpc.aio.AioRpcError) as exc:
+                return (
+                    None if 200 <= resp.status_code < 400 else f"HTTP probe failed with statuscode: {resp.status_code}"
+                )
+        except asyncio.TimeoutError:
+            log.debug("probe of %s timed out", container.name)
+            return f"probe timed out after {timeout:.0f}s"
+        except (OSError, httpx.HTTPError, ValueError, grpc.aio.AioRpcError) as exc:
             log.debug("probe of %s failed: %s", container.name, exc)
-            return False
-        return True  # grpc probes are not supported: treat as passing rather than killing
+            return str(exc.details() if isinstance(exc, grpc.aio.AioRpcError) else exc) or type(exc).__name__
+        return None  # grpc probes are not supported: treat as passing rather than killing
 
 
 @dataclass
@@ -81,9 +97,10 @@ class ProbeManager:
     """Probe workers per running container; ``tick()`` runs the due ones and says which pods'
     results changed."""
 
-    def __init__(self, prober: Prober, clock: Clock) -> None:
+    def __init__(self, prober: Prober, clock: Clock, on_failure: ProbeFailureHook | None = None) -> None:
         self.prober = prober
         self.clock = clock
+        self.on_failure = on_failure
         self.workers: dict[tuple[str, str], _Worker] = {}  # (cid, kind)
         self.pod_ips: dict[str, str] = {}
 
@@ -124,6 +141,10 @@ class ProbeManager:
         s = self.workers.get((cid, "startup"))
         return (w is not None and w.result is False) or (s is not None and s.result is False)
 
+    def startup_failed(self, cid: str) -> bool:
+        s = self.workers.get((cid, "startup"))
+        return s is not None and s.result is False
+
     def next_due(self) -> float | None:
         return min((w.next_at for w in self.workers.values()), default=None)
 
@@ -133,11 +154,17 @@ class ProbeManager:
         if not due:
             return set()
         results = await asyncio.gather(
-            *(self.prober.run(w.probe, w.container, w.cid, self.pod_ips.get(w.pod_uid, "")) for w in due)
+            *(self.prober.check(w.probe, w.container, w.cid, self.pod_ips.get(w.pod_uid, "")) for w in due)
         )
         changed: set[str] = set()
-        for w, ok in zip(due, results, strict=True):
+        for w, failure in zip(due, results, strict=True):
             w.next_at = now + w.probe.period_seconds
+            ok = failure is None
+            if failure is not None and self.on_failure is not None:
+                try:
+                    self.on_failure(w.pod_uid, w.container.name, w.kind, failure)
+                except Exception:  # reporting a failure must never stop probing
+                    log.exception("probe failure hook failed")
             if ok:
                 w.successes, w.failures = w.successes + 1, 0
                 threshold = w.probe.success_threshold if w.kind == "readiness" else 1

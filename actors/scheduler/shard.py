@@ -298,8 +298,11 @@ class ShardCore:
                 continue
             # Idle: sleep until an event, or a tick (back-offs and Permit timeouts expire by time).
             self._wake.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.idle_tick)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancel that lands just as
+            # the wake comes, and the shard then never stops (a stop or test teardown hangs).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.idle_tick):
+                    await self._wake.wait()
 
     async def run(self) -> None:
         """Schedule until cancelled. Never dies: any failure restarts from list + watch."""

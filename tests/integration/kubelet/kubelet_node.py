@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -68,3 +69,30 @@ def pod_body(name: str, containers: list[dict[str, Any]], node: str = "n1", **sp
 async def phase(client: AsyncClient, name: str) -> str | None:
     pod = await client.get(Pod, name, "default")
     return pod.status.phase if pod.status else None
+
+
+# Traffic between containers: busybox `httpd` serving a file and a retrying `wget` client, not
+# `nc -l`: an `nc -l` whose stdin is /dev/null sometimes exits on stdin EOF before it has read the
+# connection and prints nothing (~1 in 30). httpd answers every connection, the client retries
+# while the server starts, and `-vv` logs every request (peer address, url) on stderr, so the
+# server side still shows who reached it. (`wget -T` crashes this busybox: `timeout` bounds it.)
+# httpd listens dual-stack, so an IPv4 peer reads `[::ffff:10.1.2.3]:port`.
+HTTPD_REQUEST = re.compile(r"^\[?(?:::ffff:)?([^\]\s]+?)\]?:\d+: url:(\S+)$")
+
+
+def httpd_serving(payload: str, port: int) -> str:
+    """Shell that serves `payload` at /f from the container's own (unshared) /www on `port`."""
+    return f"mkdir -p /www && echo {payload} > /www/f && httpd -f -vv -p {port} -h /www"
+
+
+def fetch_loop(url: str, out: str = "/tmp/got") -> str:
+    """Shell that fetches `url` into `out` (retrying while the server starts), prints it, or exits 1."""
+    return (
+        f"ok=; for i in $(seq 100); do if timeout 3 wget -q -O {out} {url}; then ok=1; break; fi; sleep 0.1; done; "
+        f'[ -n "$ok" ] || exit 1; cat {out}'
+    )
+
+
+def httpd_requests(log: str) -> list[tuple[str, str]]:
+    """(peer ip, url) of each request a `httpd -vv` logged in `log`."""
+    return [(m[1], m[2]) for line in log.splitlines() if (m := HTTPD_REQUEST.match(line))]

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from kubelet_node import RunningKubelet, phase, pod_body, wait_for
+from kubelet_node import RunningKubelet, fetch_loop, httpd_requests, httpd_serving, phase, pod_body, wait_for
 
 from kray.actors.apiserver.server import ServerThread
 from kray.actors.kubelet.ports import POD_UID
 from kray.client import AsyncClient
 from kray.crds import Node as NodeObj
 from kray.crds import Pod
+from kray.crds.core import Event
 from kray.runtime.cri import api_pb2 as pb
 
 pytestmark = [pytest.mark.root]
@@ -78,6 +80,21 @@ async def test_busybox_pod_succeeds_with_logs_hostname_ps(client: AsyncClient, k
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == lines[1:3]
 
+    async def kubelet_events() -> dict[str, Event] | None:  # written off the pod's critical path
+        evs = {e.reason or "": e for e in (await client.list(Event, "default")).items
+               if e.involved_object.name == "hello" and e.source and e.source.component == "kubelet"}  # fmt: skip
+        return evs if {"Created", "Started"} <= set(evs) else None
+
+    evs = await wait_for(kubelet_events, 10, "Created and Started events")
+    assert evs["Created"].message == "Created container main" and evs["Started"].message == "Started container main"
+    assert evs["Started"].type == "Normal" and evs["Started"].source.host == "n1"
+    assert evs["Started"].involved_object.uid == pod.metadata.uid
+    describe = [*cli[:3], "describe", "pod", "hello"]
+    out = await asyncio.to_thread(subprocess.run, describe, env=env, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    shown = [line.split() for line in out.stdout.split("Events:", 1)[1].splitlines()]
+    assert ["Normal", "Started"] in [row[:2] for row in shown] and any("kubelet" in row for row in shown), out.stdout
+
 
 async def _when(client: AsyncClient, name: str, want: str) -> Pod | None:
     pod = await get(client, name)
@@ -86,36 +103,48 @@ async def _when(client: AsyncClient, name: str, want: str) -> Pod | None:
 
 async def test_two_containers_share_localhost_and_emptydir(client: AsyncClient, kubelet: RunningKubelet):
     mounts = [{"name": "shared", "mountPath": "/shared"}]
-    srv = {"name": "srv", "image": "busybox", "volumeMounts": mounts,
-           "command": ["sh", "-c", "echo from-srv > /shared/f; nc -l -p 8080"]}  # fmt: skip
-    cli_cmd = "for i in $(seq 50); do echo hi-over-lo | nc 127.0.0.1 8080 && break; sleep 0.1; done; cat /shared/f"
+    over_lo = f"hi-over-lo-{secrets.token_hex(4)}"
+    # srv's /www/f is only in srv's rootfs, so cli can get it only over the pod's localhost; srv
+    # then waits for cli's answer in the emptyDir (the shared volume, both directions).
+    srv_cmd = (
+        f"echo from-srv > /shared/f; {httpd_serving(over_lo, 8080)} & "
+        "until [ -e /shared/done ]; do sleep 0.05; done; kill $!; cat /shared/done"
+    )
+    srv = {"name": "srv", "image": "busybox", "volumeMounts": mounts, "command": ["sh", "-c", srv_cmd]}
+    answer = "echo from-cli > /shared/t && mv /shared/t /shared/done"  # mv: srv never reads it half-written
+    cli_cmd = f"{fetch_loop('http://127.0.0.1:8080/f')} && cat /shared/f && {answer}"
     cli = {"name": "cli", "image": "busybox", "volumeMounts": mounts, "command": ["sh", "-c", cli_cmd]}
     body = pod_body("duo", [srv, cli], restartPolicy="Never", volumes=[{"name": "shared", "emptyDir": {}}])
     await client.create(body)
     pod = await wait_for(lambda: _when(client, "duo", "Succeeded"), 40, "duo Succeeded")
     assert all(s["state"]["terminated"]["exitCode"] == 0 for s in pod.status.to_dict()["containerStatuses"])
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{kubelet.log_port}") as http:
-        assert (await http.get("/containerLogs/default/duo/srv")).text == "hi-over-lo\n"
-        assert (await http.get("/containerLogs/default/duo/cli")).text == "from-srv\n"
+        assert (await http.get("/containerLogs/default/duo/cli")).text == f"{over_lo}\nfrom-srv\n"
+        srv_log = (await http.get("/containerLogs/default/duo/srv")).text  # stdout and httpd's stderr
+    assert "from-cli" in srv_log.splitlines()
+    assert ("127.0.0.1", "/f") in httpd_requests(srv_log), srv_log
 
 
 async def test_pods_talk_over_pod_ips(client: AsyncClient, kubelet: RunningKubelet):
-    await client.create(
-        pod_body(
-            "server", [{"name": "s", "image": "busybox", "command": ["nc", "-l", "-p", "9000"]}], restartPolicy="Never"
-        )
-    )
+    payload = f"by-pod-ip-{secrets.token_hex(4)}"
+    server = {"name": "s", "image": "busybox", "command": ["sh", "-c", httpd_serving(payload, 9000)]}
+    await client.create(pod_body("server", [server], restartPolicy="Never", terminationGracePeriodSeconds=1))
     srv = await wait_for(lambda: _when(client, "server", "Running"), 30, "server Running")
     ip = srv.status.pod_ip
-    cmd = f"for i in $(seq 50); do echo ping-by-ip | nc {ip} 9000 && exit 0; sleep 0.1; done; exit 1"
-    await client.create(
-        pod_body("caller", [{"name": "c", "image": "busybox", "command": ["sh", "-c", cmd]}], restartPolicy="Never")
-    )
-    caller = await wait_for(lambda: _when(client, "caller", "Succeeded"), 30, "caller Succeeded")
-    assert caller.status.pod_ip != ip
-    await wait_for(lambda: _when(client, "server", "Succeeded"), 30, "server Succeeded")
+    caller = {"name": "c", "image": "busybox", "command": ["sh", "-c", fetch_loop(f"http://{ip}:9000/f")]}
+    await client.create(pod_body("caller", [caller], restartPolicy="Never"))
+    called = await wait_for(lambda: _when(client, "caller", "Succeeded"), 30, "caller Succeeded")
+    assert called.status.pod_ip != ip
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{kubelet.log_port}") as http:
-        assert (await http.get("/containerLogs/default/server/s")).text == "ping-by-ip\n"
+        assert (await http.get("/containerLogs/default/caller/c")).text == f"{payload}\n"
+
+        async def served_caller() -> bool:  # the server saw the caller's own pod IP: no NAT between pods
+            log = (await http.get("/containerLogs/default/server/s")).text
+            return (called.status.pod_ip, "/f") in httpd_requests(log)
+
+        await wait_for(served_caller, 10, "the server to log the caller's request")
+    await client.delete(Pod, "server", "default")
+    await wait_for(lambda: _gone(client, "server"), 30, "server deleted")
 
 
 async def test_oomkilled_and_never_failed(client: AsyncClient, kubelet: RunningKubelet):
@@ -186,11 +215,16 @@ async def test_zz_everything_removed(client: AsyncClient, node, kubelet: Running
     for p in (await client.list(Pod, "default")).items:
         await client.delete(Pod, p.metadata.name, "default")
     await wait_for(lambda: _none_left(client), 60, "every pod deleted")
-    assert await kubelet.cri.list_pod_sandbox() == [] and await kubelet.cri.list_containers() == []
+    # A terminal pod's object may go before the kubelet's housekeeping has removed its sandbox.
+    await wait_for(lambda: _runtime_empty(kubelet), 30, "every sandbox and container removed")
     await kubelet.stop()
     node.stop()
     left = [x for x in node.leftovers() if "br" not in x.split()[-1]]  # the bridge is the node's, kept
     assert left == [], left
+
+
+async def _runtime_empty(k: RunningKubelet) -> bool:
+    return not await k.cri.list_pod_sandbox() and not await k.cri.list_containers()
 
 
 async def _none_left(client: AsyncClient) -> bool:

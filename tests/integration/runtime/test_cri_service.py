@@ -230,14 +230,53 @@ async def test_pod_lifecycle_logs_hostname_exit(cri: RuntimeClient):
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+# Why httpd + a retrying `wget` and not `nc -l`: a busybox `nc -l` whose stdin is /dev/null
+# sometimes exits on stdin EOF before it has read the connection, printing nothing (~1 in 30).
+# httpd answers every connection; the client retries until it is up; `-vv` logs each request
+# (peer address and url) on stderr, so the server side still proves who reached it.
+# It listens dual-stack, so an IPv4 peer reads `[::ffff:10.1.2.3]:port`.
+HTTPD_REQUEST = re.compile(r"^\[?(?:::ffff:)?([^\]\s]+?)\]?:\d+: url:(\S+)$")
+
+
+def fetch_loop(url: str, out: str = "/tmp/got") -> str:
+    """Shell that fetches `url` into `out` (retrying while the server starts), prints it, or exits 1."""
+    return (
+        f"ok=; for i in $(seq 100); do if timeout 3 wget -q -O {out} {url}; then ok=1; break; fi; sleep 0.1; done; "
+        f'[ -n "$ok" ] || exit 1; cat {out}'
+    )
+
+
+def httpd_serving(payload: str, port: int) -> str:
+    """Shell that serves `payload` at /f from the container's own (unshared) /www on `port`."""
+    return f"mkdir -p /www && echo {payload} > /www/f && httpd -f -vv -p {port} -h /www"
+
+
+async def httpd_requests(path: str, timeout: float = 10) -> list[tuple[str, str]]:
+    """(peer ip, url) of the requests a `httpd -vv` logged on stderr, once it logged any."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reqs = [(m[1], m[2]) for line in log_lines(path, b"stderr") if (m := HTTPD_REQUEST.match(line))]
+        if reqs or time.monotonic() > deadline:
+            return reqs
+        await asyncio.sleep(0.05)
+
+
 async def test_containers_share_localhost_and_emptydir(cri: RuntimeClient, service: Service):
     uid = secrets.token_hex(8)
     cfg = pod_config("duo", uid=uid)
     sid = await cri.run_pod_sandbox(cfg)
     shared = service.volumes().node_publish(Volume("shared", "emptyDir"), uid)
     mount = pb.Mount(container_path="/shared", host_path=str(shared))
-    srv = ctr_config("srv", ["sh", "-c", "echo from-srv > /shared/f; nc -l -p 8080"], mounts=[mount])
-    cli_cmd = "for i in $(seq 50); do echo hi-over-lo | nc 127.0.0.1 8080 && break; sleep 0.1; done; cat /shared/f"
+    over_lo = f"hi-over-lo-{secrets.token_hex(4)}"
+    # srv: /www/f is only in srv's rootfs, so cli can get it only over the pod's localhost; srv then
+    # waits for cli's answer in the emptyDir (both directions through the shared volume).
+    srv_cmd = (
+        f"echo from-srv > /shared/f; {httpd_serving(over_lo, 8080)} & "
+        "until [ -e /shared/done ]; do sleep 0.05; done; kill $!; cat /shared/done"
+    )
+    srv = ctr_config("srv", ["sh", "-c", srv_cmd], mounts=[mount])
+    answer = "echo from-cli > /shared/t && mv /shared/t /shared/done"  # mv: srv never reads it half-written
+    cli_cmd = f"{fetch_loop('http://127.0.0.1:8080/f')} && cat /shared/f && {answer}"
     cli = ctr_config("cli", ["sh", "-c", cli_cmd], mounts=[mount])
     ids = []
     for c in (srv, cli):
@@ -245,22 +284,26 @@ async def test_containers_share_localhost_and_emptydir(cri: RuntimeClient, servi
         await cri.start_container(ids[-1])
     st_cli = await wait_exited(cri, ids[1])
     st_srv = await wait_exited(cri, ids[0])
-    assert st_cli.exit_code == 0 and st_srv.exit_code == 0
-    assert log_lines(st_srv.log_path) == ["hi-over-lo"]
-    assert log_lines(st_cli.log_path) == ["from-srv"]
+    assert st_cli.exit_code == 0 and st_srv.exit_code == 0, (st_cli, st_srv)
+    assert log_lines(st_cli.log_path) == [over_lo, "from-srv"]
+    assert log_lines(st_srv.log_path) == ["from-cli"]
+    assert ("127.0.0.1", "/f") in await httpd_requests(st_srv.log_path)
     await cri.remove_pod_sandbox(sid)
     assert not shared.exists()  # the emptyDir went with the pod
 
 
 async def test_sandboxes_reach_each_other_by_pod_ip(cri: RuntimeClient):
-    sa, [srv] = await run_pod(cri, "pa", ctr_config("srv", ["nc", "-l", "-p", "9000"]))
+    payload = f"by-pod-ip-{secrets.token_hex(4)}"
+    sa, [srv] = await run_pod(cri, "pa", ctr_config("srv", ["sh", "-c", httpd_serving(payload, 9000)]))
     ip = (await cri.pod_sandbox_status(sa)).status.network.ip
-    cmd = f"for i in $(seq 50); do echo ping-by-ip | nc {ip} 9000 && exit 0; sleep 0.1; done; exit 1"
-    sb, [cli] = await run_pod(cri, "pb", ctr_config("cli", ["sh", "-c", cmd]))
-    assert (await wait_exited(cri, cli)).exit_code == 0
-    st = await wait_exited(cri, srv)
-    assert log_lines(st.log_path) == ["ping-by-ip"]
-    assert (await cri.pod_sandbox_status(sb)).status.network.ip != ip
+    sb, [cli] = await run_pod(cri, "pb", ctr_config("cli", ["sh", "-c", fetch_loop(f"http://{ip}:9000/f")]))
+    st_cli = await wait_exited(cri, cli)
+    assert st_cli.exit_code == 0 and log_lines(st_cli.log_path) == [payload], st_cli
+    cli_ip = (await cri.pod_sandbox_status(sb)).status.network.ip
+    assert cli_ip != ip
+    # The server saw the request come from the client's pod IP (no NAT between pods).
+    srv_log = (await cri.container_status(srv)).log_path
+    assert (cli_ip, "/f") in await httpd_requests(srv_log)
 
 
 async def test_exec_sync(cri: RuntimeClient):

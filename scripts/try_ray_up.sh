@@ -199,9 +199,11 @@ timeout 120 "$RAY" exec "$WORK/cluster.yaml" 'kray down' >>"$WORK/exec.log" 2>&1
 log "ray down"
 timeout 300 "$RAY" down -y "$WORK/cluster.yaml" >"$WORK/down.log" 2>&1 || { log "ray down failed"; status=1; }
 
-# `ray down` says "stopped" either way: what does the user still run?
-sleep 3
-left="$(user_pids)"
+# `ray down` says "stopped" either way: what does the user still run? Ray's ssh ControlMaster
+# keeps the user's session (`sshd: USER@notty`, a child of our sshd) for ControlPersist=10s.
+launched_pids() { for pid in $(user_pids); do ps -o cmd= -p "$pid" | grep -q '^sshd:' || echo "$pid"; done; }
+for _ in $(seq 20); do [ -z "$(launched_pids)" ] && break; sleep 1; done
+left="$(launched_pids)"
 if [ -n "$left" ]; then
     log "leftovers after ray down:"
     ps -o pid,cmd -p "$(echo $left | tr ' ' ,)" >&2 || true

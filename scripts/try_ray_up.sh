@@ -14,9 +14,9 @@
 # * apt-get installing openssh-server must not start the system sshd on port 22: a temporary
 #   policy-rc.d forbids service starts during the install.
 # `ray down` returns 0 even when it stopped nothing, so leftovers are checked by hand.
-# The kubelets cannot run containers as a non-root user, so `kray up` runs the node agent in
-# registration-only mode: this checks the launcher plumbing (Ray up, kray up, the node agent
-# registering the head's Node, which stays status Unknown without a kubelet), not pods.
+# The launch user is not root, so `kray up --container-runtime process` gives the head a kubelet
+# without isolation: this checks the launcher plumbing (ray up, kray up, a kubelet whose Node
+# goes Ready, kray down, ray down), not containers.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
@@ -34,6 +34,8 @@ WORK="$(mktemp -d /tmp/kray-rayup.XXXXXX)"
 chmod 755 "$WORK"
 CLUSTER="kray-tryup-$$"
 SSHD_PID=""
+RUN_STATE=""
+RUN_NODES=""
 MADE_USER=0
 MADE_POLICY=0
 ACL_DIRS=()
@@ -57,9 +59,14 @@ cleanup() {
         for pid in $left; do kill "$pid" 2>/dev/null; done
         sleep 2
         for pid in $(user_pids); do kill -9 "$pid" 2>/dev/null; done
+        for _ in $(seq 50); do [ -z "$(user_pids)" ] && break; sleep 0.2; done
     fi
     for dir in "${ACL_DIRS[@]}"; do setfacl -x "u:$SSH_USER" "$dir"; done
-    [ "$MADE_USER" = 1 ] && userdel -r "$SSH_USER" >/dev/null 2>&1
+    if [ "$MADE_USER" = 1 ]; then
+        userdel -r "$SSH_USER" >/dev/null 2>&1 || log "could not remove user $SSH_USER: remove it by hand"
+    else
+        rm -rf "$RUN_STATE" "$RUN_NODES"  # this run's files in a user that was there before
+    fi
     [ "$MADE_POLICY" = 1 ] && rm -f /usr/sbin/policy-rc.d
     rm -f "/tmp/ray/cluster-$CLUSTER.lock" "/tmp/ray/cluster-$CLUSTER.state"
     if [ "${KEEP:-0}" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
@@ -92,6 +99,8 @@ if ! id "$SSH_USER" >/dev/null 2>&1; then
 fi
 usermod -p '*' "$SSH_USER"  # no password, but not locked: sshd without PAM refuses locked ones
 HOME_DIR="$(getent passwd "$SSH_USER" | cut -d: -f6)"
+RUN_STATE="$HOME_DIR/.kray/tryup-$CLUSTER"  # fresh etcd and node state for every run
+RUN_NODES="$HOME_DIR/kray-nodes-$CLUSTER"
 if [ -n "$(user_pids)" ]; then
     log "$SSH_USER already runs processes; refusing to mix with them"
     exit 1
@@ -117,7 +126,7 @@ export PATH="$REPO/.venv/bin:\$PATH"
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 export RAY_AUTH_MODE=disabled
 export RAY_USAGE_STATS_ENABLED=0
-export KRAY_STATE_DIR="\$HOME/.kray/tryup"
+export KRAY_STATE_DIR="$RUN_STATE"
 EOF
 # Non-interactive ssh sessions read ~/.bashrc only before Debian's "not interactive" return.
 if ! grep -q kray-tryup "$HOME_DIR/.bashrc" 2>/dev/null; then
@@ -174,7 +183,8 @@ config["head_start_ray_commands"] = [
     prelude + "ray start --head --port=$RAY_PORT --node-ip-address=127.0.0.1 --temp-dir=\$HOME/rt"
     " --autoscaling-config=~/ray_bootstrap_config.yaml --disable-usage-stats --dashboard-port=0"
     " --include-dashboard=false",
-    prelude + "kray up --ray-address 127.0.0.1:$RAY_PORT --port $API_PORT",
+    prelude + "kray up --ray-address 127.0.0.1:$RAY_PORT --port $API_PORT --container-runtime process"
+    " --node-root $RUN_NODES",
 ]
 config["worker_start_ray_commands"] = []
 yaml.safe_dump(config, open(sys.argv[2], "w"), sort_keys=False)
@@ -191,10 +201,10 @@ log "ray up ($WORK/cluster.yaml)"
 timeout 900 "$RAY" up -y --no-config-cache "$WORK/cluster.yaml" >"$WORK/up.log" 2>&1 ||
     { log "ray up failed"; tail -50 "$WORK/up.log" >&2; exit 1; }
 log "kray get nodes on the head"
-nodes="$(timeout 300 "$RAY" exec "$WORK/cluster.yaml" 'for i in $(seq 60); do out=$(kray get nodes 2>&1) && echo "$out" | grep -q " Ready\| NotReady\| Unknown" && break; sleep 2; done; echo "$out"' 2>"$WORK/exec.log")" || true
+nodes="$(timeout 300 "$RAY" exec "$WORK/cluster.yaml" 'for i in $(seq 60); do out=$(kray get nodes 2>&1) && echo "$out" | grep -q " Ready " && break; sleep 2; done; echo "$out"' 2>"$WORK/exec.log")" || true
 echo "$nodes"
 status=0
-echo "$nodes" | grep -qE "Ready|NotReady|Unknown" || { log "no Node listed"; status=1; }
+echo "$nodes" | grep -qE " Ready " || { log "no Ready Node listed"; status=1; }
 timeout 120 "$RAY" exec "$WORK/cluster.yaml" 'kray down' >>"$WORK/exec.log" 2>&1 || log "kray down failed"
 log "ray down"
 timeout 300 "$RAY" down -y "$WORK/cluster.yaml" >"$WORK/down.log" 2>&1 || { log "ray down failed"; status=1; }

@@ -108,6 +108,8 @@ def test_warns_loudly(service: tuple[Path, str]) -> None:
 async def test_runs_logs_and_records_exit_code(cri: RuntimeClient) -> None:
     status = await cri.status(verbose=True)
     assert json.loads(status.info["runtime"]) == {"oci": "process", "isolated": False}
+    # Host network for every pod: the kubelet may report its Node Ready.
+    assert {c.type: c.status for c in status.status.conditions} == {"RuntimeReady": True, "NetworkReady": True}
     sid = await cri.run_pod_sandbox(sandbox_config("p1"))
     assert (await cri.pod_sandbox_status(sid)).status.network.ip == ""  # the host's network
     script = 'echo "$GREETING from $$"; echo oops >&2; exit 3'

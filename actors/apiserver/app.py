@@ -101,7 +101,9 @@ class ApiServer:
         if service_cidr:
             self.cluster_ips = ClusterIPAllocator(store.kv, service_cidr, repair_interval=service_ip_repair_interval)
             hooks.append(self.cluster_ips)
-        self.handlers = Handlers(store, hooks, self.namespace_lifecycle, clock, graceful_pod_deletion)
+        self.handlers = Handlers(
+            store, hooks, self.namespace_lifecycle, clock, graceful_pod_deletion, priority=self.priority
+        )
         self.bindings = Bindings(store, clock)  # pods/{name}/binding: the scheduler's write path
         self.logs = PodLogs(self.handlers, registry)  # pods/{name}/log: proxied to the node's kubelet
         self.stopping = asyncio.Event()

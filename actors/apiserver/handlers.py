@@ -19,6 +19,7 @@ from kray.actors.store.kv import KeyNotFoundError, RevisionConflictError, StoreE
 from kray.actors.store.objects import ObjectStore
 from kray.crds.meta import Resource
 from kray.crds.registry import KindInfo
+from kray.crds.scheduling import PriorityClass
 from kray.crds.validation import ValidationFailed, validate_object
 
 from . import crd, errors
@@ -26,6 +27,7 @@ from .admission import AdmissionDenied, AdmissionHook, AdmissionRequest, Namespa
 from .defaults import default_create, spec_changed
 from .lists import Stored
 from .patch import PatchError, apply_patch
+from .priority import PriorityAdmission
 
 _CAS_RETRIES = 8
 _DEFAULT_POD_GRACE = 30
@@ -36,6 +38,10 @@ Transform = Callable[[dict[str, Any]], dict[str, Any]]
 
 def _is(info: KindInfo, kind: str) -> bool:
     return info.group == "" and info.kind == kind
+
+
+def _is_priority_class(info: KindInfo) -> bool:
+    return info.group == PriorityClass.GROUP and info.kind == PriorityClass.KIND
 
 
 def check_type_meta(info: KindInfo, data: dict[str, Any]) -> None:
@@ -73,8 +79,10 @@ class Handlers:
         namespaces: NamespaceLifecycle,
         clock: Callable[[], datetime],
         graceful_pod_deletion: bool = True,
+        priority: PriorityAdmission | None = None,
     ) -> None:
         self.store = store
+        self.priority = priority
         self.admission = list(admission)
         self.namespaces = namespaces
         self.clock = clock
@@ -121,10 +129,12 @@ class Handlers:
             else:
                 terminating = obj.metadata.deletion_timestamp is not None
                 self.namespaces.observe(obj.name, "Terminating" if terminating else "Active")
+        elif self.priority is not None and _is_priority_class(info):
+            self.priority.observe(name or (obj.name if obj else ""), obj if isinstance(obj, PriorityClass) else None)
 
     def _written(self, info: KindInfo, stored: Stored) -> None:
         # Only namespaces and CRDs need the typed object here; a pod write never decodes it.
-        if _is(info, "Namespace") or crd.is_crd(info):
+        if _is(info, "Namespace") or _is_priority_class(info) or crd.is_crd(info):
             self._observe(info, stored.object)
             crd.on_written(info, stored.object, self.store.registry)
 

@@ -8,11 +8,15 @@ Refused, as kube-apiserver does, with 403 Forbidden: an unknown class, and a cli
 ``priority`` or ``preemptionPolicy`` that disagrees with the class. Also on PriorityClass CREATE
 and UPDATE: at most one class may be the global default.
 
-No cache: one store read per pod create, so a class is usable the moment its create returns.
+Classes are cached (as the real plug-in's informer does) so a pod create costs no store read:
+the cache is written through by this server's own PriorityClass writes, so a class is usable the
+moment its create returns; a name the cache lacks is read live, and the whole set is re-listed
+after ``ttl`` seconds (writes that bypassed this server show up by then).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
@@ -35,7 +39,6 @@ BUILTIN_PRIORITY_CLASSES: dict[str, int] = {
     SYSTEM_NODE_CRITICAL: SYSTEM_CRITICAL_PRIORITY + 1000,
 }
 DEFAULT_PREEMPTION_POLICY: Final = "PreemptLowerPriority"
-_MAYBE_DEFAULT = (b'"globalDefault":true', b'"globalDefault": true')
 
 
 def builtin_class(name: str) -> PriorityClass:
@@ -49,9 +52,27 @@ def builtin_class(name: str) -> PriorityClass:
 
 
 class PriorityAdmission:
-    def __init__(self, store: ObjectStore, class_info: Callable[[], KindInfo]) -> None:
+    def __init__(self, store: ObjectStore, class_info: Callable[[], KindInfo], ttl: float = 5.0) -> None:
         self._store = store
         self._class_info = class_info
+        self._ttl = ttl
+        self._classes: dict[str, PriorityClass] = {}
+        self._listed_at: float | None = None  # monotonic time of the last full list
+
+    def observe(self, name: str, obj: PriorityClass | None) -> None:
+        """Record a class this server wrote (None: deleted)."""
+        if obj is None:
+            self._classes.pop(name, None)
+        else:
+            self._classes[name] = obj
+
+    async def _cached(self) -> dict[str, PriorityClass]:
+        now = time.monotonic()
+        if self._listed_at is None or now - self._listed_at > self._ttl:
+            classes, _ = await self._store.list(self._class_info())
+            self._classes = {pc.metadata.name or "": pc for pc in classes if isinstance(pc, PriorityClass)}
+            self._listed_at = now
+        return self._classes
 
     async def admit(self, request: AdmissionRequest) -> None:
         info = request.kind
@@ -104,24 +125,18 @@ class PriorityAdmission:
             )
 
     async def _get(self, name: str) -> PriorityClass | None:
-        try:
+        cached = (await self._cached()).get(name)
+        if cached is not None:
+            return cached
+        try:  # not seen yet (written around this server): read it live
             pc = await self._store.get(self._class_info(), None, name)
         except KeyNotFoundError:
             return builtin_class(name) if name in BUILTIN_PRIORITY_CLASSES else None
         assert isinstance(pc, PriorityClass)
+        self._classes[name] = pc
         return pc
 
     async def _global_default(self) -> PriorityClass | None:
         """The default class; with several (made before this check existed), the lowest value, as kube."""
-        info = self._class_info()
-        kvs, _ = await self._store.kv.range(self._store.prefix(info))
-        # Runs on every pod create: only classes whose stored JSON can say "globalDefault": true
-        # are decoded (kray stores compact JSON; the spaced form covers hand-written values);
-        # the decoded field still decides.
-        classes = [
-            self._store.decode(info, kv.value, kv.mod_revision)
-            for kv in kvs
-            if any(marker in kv.value for marker in _MAYBE_DEFAULT)
-        ]
-        defaults = [pc for pc in classes if isinstance(pc, PriorityClass) and pc.global_default]
+        defaults = [pc for pc in (await self._cached()).values() if pc.global_default]
         return min(defaults, key=lambda pc: (pc.value, pc.metadata.name or ""), default=None)

@@ -111,3 +111,19 @@ async def test_the_system_classes_are_stored_at_startup(client: httpx.AsyncClien
     critical["spec"]["priorityClassName"] = "system-node-critical"
     r = await client.post(PODS, json=critical)
     assert r.status_code == 201 and r.json()["spec"]["priority"] == 2_000_001_000
+
+
+async def test_classes_written_around_this_server_are_found(client: httpx.AsyncClient, api: Any) -> None:
+    """The cache is written through by this server's writes; a class stored by someone else is
+    read live when named, and counts as the global default once the cache's TTL has passed."""
+    from kray.crds.scheduling import PriorityClass
+
+    info = api.registry.get("scheduling.k8s.io/v1", "PriorityClass")
+    assert (await client.post(PODS, json=pod("warm"))).status_code == 201  # the cache is listed now
+    outside = PriorityClass.model_validate(priority_class("outside", 7, globalDefault=True))
+    await api.store.create(info, outside)
+    r = await client.post(PODS, json=pod_with("named", priorityClassName="outside"))
+    assert r.status_code == 201 and r.json()["spec"]["priority"] == 7
+    api.priority._ttl = 0.0  # as if the TTL had passed
+    r = await client.post(PODS, json=pod("defaulted"))
+    assert (r.json()["spec"]["priorityClassName"], r.json()["spec"]["priority"]) == ("outside", 7)

@@ -37,10 +37,11 @@ def wait_for(what: str, check: Callable[[], T], timeout: float = 90.0, every: fl
     while time.monotonic() < deadline:
         try:
             last = check()
-        except Exception as exc:  # a transient API/CRI error: try again
-            last = exc
-        if last:
-            return last  # type: ignore[no-any-return]
+        except Exception as exc:  # a transient API/CRI error (or not there yet): try again
+            last = exc  # kept for the timeout message; an exception is truthy, never a success
+        else:
+            if last:
+                return last
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 

@@ -110,7 +110,7 @@ class ContainerManager:
         phase = str(st.get("status", "unknown"))
         if phase == "created" and started:
             phase = "running"
-        if phase in ("created", "running") and not _alive(int(st.get("shim_pid", 0))):
+        if phase in ("created", "running") and not process_alive(int(st.get("shim_pid", 0))):
             # The shim died without recording an exit (node reboot, kill -9): nothing to wait for.
             phase, st["reason"] = "exited", "ShimLost"
         if phase == "failed":
@@ -171,7 +171,8 @@ class ContainerManager:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, finished but not reaped, does not)."""
     if pid <= 0:
         return False
     try:

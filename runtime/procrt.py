@@ -30,6 +30,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from kray.runtime.containers import process_alive
 from kray.runtime.ocirt import DEFAULT_STATE_ROOT, CliRuntime, OciError, Stdio
 
 NO_ISOLATION_WARNING = (
@@ -119,7 +120,7 @@ class ProcessRuntime(CliRuntime):
         except OciError:
             return {"id": cid, "pid": 0, "status": "stopped", "bundle": ""}
         status = "created" if (d / "start.fifo").exists() else "running"
-        return {"id": cid, "pid": pid, "status": status if _alive(pid) else "stopped", "bundle": ""}
+        return {"id": cid, "pid": pid, "status": status if process_alive(pid) else "stopped", "bundle": ""}
 
     def kill(self, cid: str, sig: int = _signal.SIGTERM, all_procs: bool = False) -> None:
         pid = self._pid(cid)
@@ -138,7 +139,7 @@ class ProcessRuntime(CliRuntime):
         pid = 0
         with contextlib.suppress(OciError):
             pid = self._pid(cid)
-        if pid and _alive(pid) and not force:
+        if pid and process_alive(pid) and not force:
             raise OciError(f"process container {cid} is running")
         if pid and force:
             # The whole group, also when its leader is gone: what it started must not outlive it.
@@ -163,17 +164,3 @@ class ProcessRuntime(CliRuntime):
         if not self.root.is_dir():
             return []
         return [st for d in sorted(self.root.iterdir()) if d.is_dir() and (st := self.state(d.name))]
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has finished
-    return True

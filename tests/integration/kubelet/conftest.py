@@ -10,16 +10,18 @@ import secrets
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from kubelet_node import RunningKubelet
 
 import kray.crds  # noqa: F401
 from kray.actors.apiserver import ApiServer
 from kray.actors.apiserver.server import ServerThread
 from kray.actors.store import MemoryKV, ObjectStore
+from kray.client import AsyncClient
 from kray.crds.registry import REGISTRY
 from kray.runtime.cgroups import CgroupV1
 from kray.runtime.images import ImageStore
@@ -146,3 +148,19 @@ def apiserver() -> Iterator[ServerThread]:
         yield thread
     finally:
         thread.stop()
+
+
+@pytest.fixture
+async def client(apiserver: ServerThread) -> AsyncIterator[AsyncClient]:
+    async with AsyncClient(server=apiserver.url, token=TOKEN) as c:
+        yield c
+
+
+@pytest.fixture
+async def kubelet(node: Node, client: AsyncClient) -> AsyncIterator[RunningKubelet]:
+    """A kubelet core on the module's node, in the test's loop."""
+    k = await RunningKubelet(node, client).start()
+    try:
+        yield k
+    finally:
+        await k.stop()

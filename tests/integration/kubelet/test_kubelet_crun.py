@@ -11,13 +11,11 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from kubelet_node import RunningKubelet, fetch_loop, httpd_requests, httpd_serving, phase, pod_body, wait_for
 
-from kray.actors.apiserver.server import ServerThread
 from kray.actors.kubelet.ports import POD_UID
 from kray.client import AsyncClient
 from kray.crds import Node as NodeObj
@@ -26,22 +24,7 @@ from kray.crds.core import Event
 from kray.runtime.cri import api_pb2 as pb
 
 pytestmark = [pytest.mark.root]
-TOKEN = "kubelet-test"
-
-
-@pytest.fixture
-async def client(apiserver: ServerThread) -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(server=apiserver.url, token=TOKEN) as c:
-        yield c
-
-
-@pytest.fixture
-async def kubelet(node, client: AsyncClient) -> AsyncIterator[RunningKubelet]:
-    k = await RunningKubelet(node, client).start()
-    try:
-        yield k
-    finally:
-        await k.stop()
+TOKEN = "kubelet-test"  # the module API server's token (conftest.py)
 
 
 def cstatus(pod: Pod, i: int = 0) -> dict:

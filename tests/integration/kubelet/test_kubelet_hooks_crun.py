@@ -3,34 +3,16 @@ starts, preStop before it is stopped when its pod is deleted."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 from kubelet_node import RunningKubelet, pod_body, wait_for
 
-from kray.actors.apiserver.server import ServerThread
 from kray.client import AsyncClient
 from kray.crds import Pod
 
 pytestmark = [pytest.mark.root]
-TOKEN = "kubelet-test"
-
-
-@pytest.fixture
-async def client(apiserver: ServerThread) -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(server=apiserver.url, token=TOKEN) as c:
-        yield c
-
-
-@pytest.fixture
-async def kubelet(node, client: AsyncClient) -> AsyncIterator[RunningKubelet]:
-    k = await RunningKubelet(node, client).start()
-    try:
-        yield k
-    finally:
-        await k.stop()
 
 
 async def test_post_start_and_pre_stop_exec_hooks(client: AsyncClient, kubelet: RunningKubelet, node) -> None:

@@ -4,33 +4,15 @@ held by the sandbox), and nothing of it outlives the pod."""
 from __future__ import annotations
 
 import subprocess
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from kubelet_node import RunningKubelet, pod_body, wait_for
 
-from kray.actors.apiserver.server import ServerThread
 from kray.client import AsyncClient
 from kray.crds import Pod
 
 pytestmark = [pytest.mark.root]
-TOKEN = "kubelet-test"
-
-
-@pytest.fixture
-async def client(apiserver: ServerThread) -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(server=apiserver.url, token=TOKEN) as c:
-        yield c
-
-
-@pytest.fixture
-async def kubelet(node, client: AsyncClient) -> AsyncIterator[RunningKubelet]:
-    k = await RunningKubelet(node, client).start()
-    try:
-        yield k
-    finally:
-        await k.stop()
 
 
 async def logs(kubelet: RunningKubelet, pod: str, container: str) -> str:

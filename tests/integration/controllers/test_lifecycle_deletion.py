@@ -6,39 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from kray.actors.apiserver import ApiServer, ServerThread
 from kray.actors.controllers import garbagecollector, job, namespace
 from kray.actors.framework import ClientListWatcher, Manager, owner_reference
-from kray.actors.store import ObjectStore
 from kray.client import AsyncClient, NotFound
-from kray.crds import REGISTRY, ConfigMap, Namespace, ObjectMeta, Pod, Secret
+from kray.config import KrayConfig
+from kray.crds import ConfigMap, Namespace, ObjectMeta, Pod, Secret
 from kray.crds.batch import Job
 
 pytestmark = [pytest.mark.etcd]
 
-TOKEN = "lifecycle-it-token"
-
-
-@pytest.fixture(scope="module")
-def apiserver(etcd_endpoint: str) -> Iterator[ServerThread]:
-    async def build() -> ApiServer:
-        from kray.actors.store.etcd import EtcdKV
-
-        return ApiServer(ObjectStore(EtcdKV(etcd_endpoint), REGISTRY), REGISTRY, token=TOKEN)
-
-    thread = ServerThread(build)
-    thread.start()
-    yield thread
-    thread.stop()
-
 
 @pytest.fixture
-async def client(apiserver: ServerThread) -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(server=apiserver.url, token=TOKEN) as c:
+async def client(config: KrayConfig) -> AsyncIterator[AsyncClient]:
+    async with AsyncClient(config) as c:
         manager = Manager(ClientListWatcher(c, timeout_seconds=30), c)
         garbagecollector.setup(manager)
         namespace.setup(manager, recheck_seconds=0.2)

@@ -6,40 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from kray.actors.apiserver import ApiServer, ServerThread
 from kray.actors.controllers import podgroup
 from kray.actors.framework import ClientListWatcher, Manager
 from kray.actors.scheduler.binder import ApiBinder
-from kray.actors.store import ObjectStore
 from kray.client import AsyncClient
-from kray.crds import REGISTRY, Namespace, Node, ObjectMeta, Pod
+from kray.config import KrayConfig
+from kray.crds import Namespace, Node, ObjectMeta, Pod
 from kray.crds.scheduling import POD_GROUP_LABEL, PodGroup, PodGroupStatus
 
 pytestmark = [pytest.mark.etcd]
 
-TOKEN = "podgroup-it-token"
-
-
-@pytest.fixture(scope="module")
-def apiserver(etcd_endpoint: str) -> Iterator[ServerThread]:
-    async def build() -> ApiServer:
-        from kray.actors.store.etcd import EtcdKV
-
-        return ApiServer(ObjectStore(EtcdKV(etcd_endpoint), REGISTRY), REGISTRY, token=TOKEN)
-
-    thread = ServerThread(build)
-    thread.start()
-    yield thread
-    thread.stop()
-
 
 @pytest.fixture
-async def client(apiserver: ServerThread) -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(server=apiserver.url, token=TOKEN) as c:
+async def client(config: KrayConfig) -> AsyncIterator[AsyncClient]:
+    async with AsyncClient(config) as c:
         manager = Manager(ClientListWatcher(c, timeout_seconds=30), c)
         podgroup.setup(manager)
         task = asyncio.ensure_future(manager.run())

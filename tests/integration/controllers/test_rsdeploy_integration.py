@@ -21,38 +21,16 @@ from typing import Any
 import pytest
 import ray
 
-from kray.actors.apiserver import ApiServer, ServerThread
 from kray.actors.controllers.podutil import is_ready
 from kray.actors.controllers.teststandin import KubeletStandIn, fake_nodes
 from kray.actors.framework import ClientListWatcher
 from kray.actors.framework.hosting import deploy_controller
-from kray.actors.store import ObjectStore
 from kray.client import AsyncClient, Client
 from kray.config import KrayConfig
-from kray.crds import REGISTRY, Namespace, ObjectMeta, Pod
+from kray.crds import Namespace, ObjectMeta, Pod
 from kray.crds.apps import Deployment, ReplicaSet
 
 pytestmark = [pytest.mark.ray, pytest.mark.etcd]
-
-TOKEN = "rsdeploy-it-token"
-
-
-@pytest.fixture(scope="module")
-def apiserver(etcd_endpoint: str) -> Iterator[ServerThread]:
-    async def build() -> ApiServer:
-        from kray.actors.store.etcd import EtcdKV
-
-        return ApiServer(ObjectStore(EtcdKV(etcd_endpoint), REGISTRY), REGISTRY, token=TOKEN)
-
-    thread = ServerThread(build)
-    thread.start()
-    yield thread
-    thread.stop()
-
-
-@pytest.fixture
-def config(apiserver: ServerThread) -> KrayConfig:
-    return KrayConfig(server=apiserver.url, token=TOKEN)
 
 
 @pytest.fixture

@@ -34,10 +34,11 @@ NS = "default"
 
 
 class GatedListWatcher(StoreListWatcher):
-    """A store list-watcher whose Pod watch can be held back: a slow watch, on demand."""
+    """A store list-watcher whose watch of one kind can be held back: a lagging cache, on demand."""
 
-    def __init__(self, store: ObjectStore) -> None:
+    def __init__(self, store: ObjectStore, gated_kind: str = "Pod") -> None:
         super().__init__(store)
+        self.gated_kind = gated_kind
         self.open = asyncio.Event()
         self.open.set()
 
@@ -45,7 +46,7 @@ class GatedListWatcher(StoreListWatcher):
         self, info: KindInfo, namespace: str | None, resource_version: str
     ) -> AsyncIterator[list[WatchEvent]]:
         async for batch in super().watch(info, namespace, resource_version):
-            if info.kind == "Pod":
+            if info.kind == self.gated_kind:
                 await self.open.wait()
             yield batch
 

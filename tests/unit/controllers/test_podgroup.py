@@ -11,17 +11,17 @@ from typing import Any
 
 import httpx
 import pytest
+from rsdeploy_harness import GatedListWatcher
 
 import kray.crds  # noqa: F401  (registers the built-in kinds)
 from kray.actors.apiserver import ApiServer
 from kray.actors.controllers import podgroup
 from kray.actors.controllers.podgroup import pod_to_group, podgroup_status
-from kray.actors.framework import FakeClock, Manager, Request, StoreListWatcher
-from kray.actors.framework.ports import WatchEvent
+from kray.actors.framework import FakeClock, Manager, Request
 from kray.actors.store import MemoryKV, ObjectStore
 from kray.client import AsyncClient
 from kray.crds import Namespace, ObjectMeta, Pod
-from kray.crds.registry import REGISTRY, KindInfo
+from kray.crds.registry import REGISTRY
 from kray.crds.scheduling import POD_GROUP_LABEL, PodGroup, PodGroupStatus
 
 NOW = datetime(2024, 1, 1, tzinfo=timezone.utc)
@@ -112,23 +112,6 @@ def test_pod_events_map_to_their_group() -> None:
 # ---- the reconciler on the in-memory cluster ----
 
 
-class GatedListWatcher(StoreListWatcher):
-    """The store's list-watch whose PodGroup watch can be held back (a lagging cache, on demand)."""
-
-    def __init__(self, store: ObjectStore) -> None:
-        super().__init__(store)
-        self.open = asyncio.Event()
-        self.open.set()
-
-    async def watch(
-        self, info: KindInfo, namespace: str | None, resource_version: str
-    ) -> AsyncIterator[list[WatchEvent]]:
-        async for batch in super().watch(info, namespace, resource_version):
-            if info.kind == "PodGroup":
-                await self.open.wait()
-            yield batch
-
-
 @dataclass
 class Env:
     manager: Manager
@@ -160,7 +143,7 @@ async def env() -> AsyncIterator[Env]:
     api = ApiServer(store, REGISTRY, token="t", clock=lambda: NOW)
     await api.start()
     clock = FakeClock(NOW)
-    watch = GatedListWatcher(store)
+    watch = GatedListWatcher(store, gated_kind="PodGroup")
     transport = httpx.ASGITransport(app=api.app)
     async with AsyncClient(server="http://kray.test", token="t", transport=transport) as client:
         manager = Manager(watch, client, clock=clock)

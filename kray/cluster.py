@@ -83,6 +83,7 @@ class UpOptions:
     scheduler_config: dict[str, Any] | None = None
     node: NodeOptions = field(default_factory=NodeOptions)
     cluster_cidr: str = "10.244.0.0/16"  # every node's podCIDR is a /24 of it (node IPAM)
+    service_cidr: str = "10.96.0.0/16"  # Services' ClusterIPs (the API server allocates them)
 
 
 def default_state_dir() -> Path:
@@ -169,7 +170,9 @@ def deploy_control_plane(opts: UpOptions, state: LocalState, token: str, log: An
     from kray import controlplane as cp
 
     with ray_driver(state.ray_address):
-        url = cp.deploy_apiserver_actor(state.etcd_endpoint, opts.host, opts.port, token, opts.timeout, log)
+        url = cp.deploy_apiserver_actor(
+            state.etcd_endpoint, opts.host, opts.port, token, opts.timeout, log, service_cidr=opts.service_cidr
+        )
         config = KrayConfig(server=url, token=token)
         cp.deploy_controllers(config, opts.timeout, log, {"node-ipam": {"cluster_cidr": opts.cluster_cidr}})
         cp.deploy_schedulers(

@@ -72,12 +72,14 @@ def local_node_name() -> str:
     return name or "node"
 
 
-def deploy_apiserver_actor(etcd: str, host: str, port: int, token: str, timeout: float, log: Log) -> str:
+def deploy_apiserver_actor(
+    etcd: str, host: str, port: int, token: str, timeout: float, log: Log, service_cidr: str = "10.96.0.0/16"
+) -> str:
     import ray
 
     from kray.actors.apiserver.actor import deploy_apiserver
 
-    handle = deploy_apiserver(etcd, host=host, port=port, token=token)
+    handle = deploy_apiserver(etcd, host=host, port=port, token=token, service_cidr=service_cidr)
     url = str(ray.get(handle.ready.remote(), timeout=timeout))
     wait_http_ok(f"{url}/readyz", token, timeout, "API server")
     log(f"API server serving at {url}")

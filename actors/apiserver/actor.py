@@ -23,13 +23,20 @@ RAY_NAMESPACE = "kray"
 
 
 class ApiServerActor:
-    def __init__(self, etcd_endpoint: str, host: str = "127.0.0.1", port: int = 6443, token: str | None = None) -> None:
+    def __init__(
+        self,
+        etcd_endpoint: str,
+        host: str = "127.0.0.1",
+        port: int = 6443,
+        token: str | None = None,
+        service_cidr: str = "10.96.0.0/16",
+    ) -> None:
         import kray.crds  # noqa: F401  (registers the built-in kinds)
         from kray.actors.store.etcd import EtcdKV
 
         async def build() -> ApiServer:
             store = ObjectStore(EtcdKV(etcd_endpoint), REGISTRY)
-            return ApiServer(store, REGISTRY, token=token, server_address=f"{host}:{port}")
+            return ApiServer(store, REGISTRY, token=token, server_address=f"{host}:{port}", service_cidr=service_cidr)
 
         self._thread = ServerThread(build, host, port, log_level="warning")
         self._thread.start()
@@ -45,7 +52,13 @@ class ApiServerActor:
         self._thread.stop()
 
 
-def deploy_apiserver(etcd_endpoint: str, host: str = "127.0.0.1", port: int = 6443, token: str | None = None) -> Any:
+def deploy_apiserver(
+    etcd_endpoint: str,
+    host: str = "127.0.0.1",
+    port: int = 6443,
+    token: str | None = None,
+    service_cidr: str = "10.96.0.0/16",
+) -> Any:
     """Create (or find) the detached API server actor on this node; returns its handle."""
     node_id = ray.get_runtime_context().get_node_id()
     remote_cls = ray.remote(ApiServerActor)
@@ -58,4 +71,4 @@ def deploy_apiserver(etcd_endpoint: str, host: str = "127.0.0.1", port: int = 64
         get_if_exists=True,
         num_cpus=0,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
-    ).remote(etcd_endpoint, host, port, token)
+    ).remote(etcd_endpoint, host, port, token, service_cidr)

@@ -34,6 +34,12 @@ def _echo(message: str) -> None:
 @click.option(
     "--cluster-cidr", default="10.244.0.0/16", show_default=True, help="Pod networks of all nodes: a /24 each."
 )
+@click.option(
+    "--service-cidr",
+    default="10.96.0.0/16",
+    show_default=True,
+    help="Where Services' ClusterIPs come from (give each kray on one machine its own).",
+)
 @click.option("--node-root", default="/var/lib/kray", show_default=True, help="Node state: pods, images, logs.")
 @click.option(
     "--net-prefix",
@@ -69,6 +75,7 @@ def up(
     node_name: str,
     pod_cidr: str,
     cluster_cidr: str,
+    service_cidr: str,
     node_root: str,
     net_prefix: str,
     fake_gpus: int,
@@ -80,6 +87,7 @@ def up(
     from kray.controlplane import NodeOptions
 
     # Checked before anything starts: a bad config is a clear error and a non-zero exit.
+    _check_networks(cluster_cidr, service_cidr, pod_cidr)
     sched_config = _load_scheduler_config(scheduler_config) if scheduler_config else None
     opts = UpOptions(
         state_dir=state_dir or default_state_dir(),
@@ -92,6 +100,7 @@ def up(
         scheduler_shards=scheduler_shards,
         scheduler_config=sched_config,
         cluster_cidr=cluster_cidr,
+        service_cidr=service_cidr,
         node=NodeOptions(
             enabled=not no_kubelet,
             name=node_name,
@@ -108,6 +117,29 @@ def up(
         raise click.ClickException(str(exc)) from None
     click.echo(f"kray is up. API server: {config.server}")
     click.echo("Try:  kray get nodes   |   kray apply -f examples/hello.yaml   |   kray get pods -A")
+
+
+def _check_networks(cluster_cidr: str, service_cidr: str, pod_cidr: str) -> None:
+    """The three address ranges parse, and Service IPs never fall inside the pod networks."""
+    import ipaddress
+
+    nets: dict[str, ipaddress.IPv4Network | ipaddress.IPv6Network] = {}
+    for flag, value in (("--cluster-cidr", cluster_cidr), ("--service-cidr", service_cidr), ("--pod-cidr", pod_cidr)):
+        if not value:
+            continue
+        try:
+            nets[flag] = ipaddress.ip_network(value, strict=True)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint=f"'{flag}'") from None
+    service = nets["--service-cidr"]
+    if service.num_addresses < 4:
+        raise click.BadParameter(
+            f"{service_cidr} is too small for Services (at least a /30)", param_hint="'--service-cidr'"
+        )
+    for flag in ("--cluster-cidr", "--pod-cidr"):
+        other = nets.get(flag)
+        if other is not None and other.version == service.version and other.overlaps(service):
+            raise click.BadParameter(f"{service_cidr} overlaps {flag} {other}", param_hint="'--service-cidr'")
 
 
 def _load_scheduler_config(path: Path) -> dict:

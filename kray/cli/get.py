@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from . import printers
+from . import printers, templates
 from .common import CliError, make_client, resolve_kind, split_kinds
 
 if TYPE_CHECKING:
@@ -84,14 +84,46 @@ def _fetch(
     return items, "", missing, None
 
 
-def _print_objects(output: str | None, blocks: list[tuple[ResourceRef, list[Obj]]], single: bool) -> None:
+FORMATS = ("wide", "yaml", "json", "name", "jsonpath=TEMPLATE", "custom-columns=SPEC")
+_DOCUMENT_OUTPUTS = ("yaml", "json", "name", "jsonpath", "custom-columns")
+
+
+def _check_output(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """-o as kubectl takes it; a template is parsed here so a bad one fails before any request."""
+    if value is None:
+        return None
+    kind, sep, arg = value.partition("=")
+    if kind in ("wide", "yaml", "json", "name") and not sep:
+        return value
+    try:
+        if kind == "jsonpath" and sep:
+            templates.parse(arg)
+            return value
+        if kind == "custom-columns" and sep:
+            templates.parse_columns(arg)
+            return value
+    except templates.TemplateError as exc:
+        raise click.BadParameter(str(exc)) from None
+    raise click.BadParameter(f"unable to match a printer for {value!r}; allowed formats: {', '.join(FORMATS)}")
+
+
+def _print_objects(output: str, blocks: list[tuple[ResourceRef, list[Obj]]], single: bool) -> None:
     everything = [obj for _, objs in blocks for obj in objs]
+    kind, _, arg = output.partition("=")
+    if kind == "custom-columns":
+        columns = templates.parse_columns(arg)
+        rows = [templates.column_cells(columns, obj) for obj in everything]
+        click.echo(printers.format_table([h for h, _ in columns], rows))
+        return
     if output == "name":
         for ref, objs in blocks:
             for obj in objs:
                 click.echo(printers.object_name(ref, obj))
         return
     doc = everything[0] if single and len(everything) == 1 else printers.as_list(everything)
+    if kind == "jsonpath":
+        click.echo(templates.render(arg, doc), nl=False)  # kubectl adds no newline either
+        return
     click.echo(printers.to_json(doc) if output == "json" else printers.to_yaml(doc))
 
 
@@ -102,7 +134,7 @@ def _print_objects(output: str | None, blocks: list[tuple[ResourceRef, list[Obj]
 @click.option("-A", "--all-namespaces", is_flag=True, help="List across all namespaces.")
 @click.option("-l", "--selector", help="Label selector, e.g. app=web,tier!=db.")
 @click.option("--field-selector", help="Field selector, e.g. status.phase=Running.")
-@click.option("-o", "--output", type=click.Choice(["wide", "yaml", "json", "name"]), help="Output format.")
+@click.option("-o", "--output", callback=_check_output, metavar="FORMAT", help=f"Output format: {', '.join(FORMATS)}.")
 @click.option("-w", "--watch", is_flag=True, help="After listing, watch for changes.")
 def get_cmd(
     kinds: str,
@@ -133,7 +165,7 @@ def get_cmd(
                 server_columns[len(blocks)] = columns
             blocks.append((ref, items))
             missing += not_found
-        if output in ("yaml", "json", "name"):
+        if output is not None and output.partition("=")[0] in _DOCUMENT_OUTPUTS:
             if any(objs for _, objs in blocks):
                 _print_objects(output, blocks, single=bool(names) or "/" in kinds)
         elif not missing or any(objs for _, objs in blocks):
@@ -221,6 +253,11 @@ def _watch(
                 click.echo(json.dumps(obj) if output == "json" else printers.to_yaml(obj) + "\n---")
             elif output == "name":
                 click.echo(printers.object_name(ref, obj))
+            elif output and output.startswith("jsonpath="):
+                click.echo(templates.render(output.removeprefix("jsonpath="), obj))
+            elif output and output.startswith("custom-columns="):
+                columns = templates.parse_columns(output.removeprefix("custom-columns="))
+                click.echo(printers.format_table(None, [templates.column_cells(columns, obj)]))
             else:
                 header, rows = printers.table_rows(ref, [obj], output == "wide", all_namespaces and ref.namespaced)
                 # Keep columns steady across events: never narrower than the first row printed.

@@ -1,11 +1,12 @@
 """`kray up` / `kray down` as a user runs them, joined to the session's Ray cluster and etcd.
 
 Also the fault case: the API server actor is killed, Ray restarts it, and it serves the same
-objects again from etcd.
+objects again from etcd, still handing out ClusterIPs from the ``--service-cidr`` it was given.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import subprocess
 import sys
@@ -35,6 +36,16 @@ spec:
       containers: [{name: web, image: busybox:latest, command: [sleep, "3600"]}]
 """
 
+WEB_SERVICE = """
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: demo}
+spec:
+  selector: {app: web}
+  ports: [{port: 80}]
+"""
+SERVICE_CIDR = "10.97.213.0/24"  # not the default: shows the flag reaches the (restarted) API server
+
 
 def run(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([KRAY, *args], env=env, capture_output=True, text=True, timeout=timeout)
@@ -53,7 +64,8 @@ def test_up_apply_get_restart_down(ray_cluster: str, etcd_endpoint: str, tmp_pat
     env.pop("KRAY_SERVER", None)
     env.pop("KRAY_TOKEN", None)
     port = free_port()
-    up_args = ["up", "--ray-address", ray_cluster, "--etcd", etcd_endpoint, "--port", str(port)]
+    up_args = ["up", "--ray-address", ray_cluster, "--etcd", etcd_endpoint, "--port", str(port),
+               "--service-cidr", SERVICE_CIDR]  # fmt: skip
     try:
         first = run(up_args, env)
         assert first.returncode == 0, first.stderr
@@ -95,6 +107,11 @@ def test_up_apply_get_restart_down(ray_cluster: str, etcd_endpoint: str, tmp_pat
             time.sleep(0.5)
         assert answered is not None and answered.returncode == 0, answered.stderr if answered else ""
         assert answered.stdout.strip() == "pod/hello"
+        service = tmp_path / "svc.yaml"
+        service.write_text(WEB_SERVICE)
+        assert run(["apply", "-f", str(service)], env).returncode == 0
+        ip = run(["get", "service", "web", "-n", "demo", "-o", "jsonpath={.spec.clusterIP}"], env).stdout.strip()
+        assert ipaddress.ip_address(ip) in ipaddress.ip_network(SERVICE_CIDR), ip
 
         unauth = httpx.get(f"http://127.0.0.1:{port}/api/v1/namespaces/demo/pods", timeout=5)
         assert unauth.status_code == 401

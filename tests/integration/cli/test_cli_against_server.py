@@ -86,6 +86,17 @@ def test_apply_get_describe_delete_roundtrip(ns: str, tmp_path: Path) -> None:
     assert obj["spec"]["containers"][0]["image"] == "nginx:2"
     assert kray("get", "pods", "-n", ns, "-o", "name").stdout == "pod/web\n"
     assert "kind: List" in kray("get", "pods", "-n", ns, "-o", "yaml").stdout
+    ip = kray("get", "svc", "web", "-n", ns, "-o", "jsonpath={.spec.clusterIP}").stdout
+    assert ip.startswith("10.96."), ip  # the default service CIDR; no newline, as kubectl
+    names = kray("get", "pods,svc", "-n", ns, "-o", 'jsonpath={range .items[*]}{.kind}/{.metadata.name}{"\\n"}{end}')
+    assert names.stdout == "Pod/web\nService/web\n"
+    columns = kray(
+        "get", "pods", "-n", ns, "-o", "custom-columns=NAME:.metadata.name,APP:.metadata.labels.app,IP:.status.podIP"
+    )
+    assert columns.stdout.split("\n")[:2] == ["NAME   APP   IP", "web    web   <none>"]
+    bad = kray("get", "pods", "-n", ns, "-o", "jsonpath={range .items[*]}")
+    assert bad.exit_code == 2 and "{range} without {end}" in bad.stderr
+    assert "allowed formats: wide, yaml, json, name, jsonpath=TEMPLATE" in kray("get", "pods", "-o", "tabel").stderr
     assert kray("get", "pods", "-n", ns, "-l", "app=nope").stderr == f"No resources found in {ns} namespace.\n"
 
     described = kray("describe", "pod", "web", "-n", ns).stdout

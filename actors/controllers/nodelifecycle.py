@@ -17,6 +17,10 @@ Their controllers (ReplicaSet, Job) then replace them elsewhere.
 Pod GC: an evicted pod on a dead node stays Terminating, since no kubelet is left to confirm
 its end. Once its Node is deleted (the node agent does that when the machine has been gone for
 its grace period), the pods still bound to it are force-deleted, as Kubernetes' pod GC does.
+A pod bound to a Node this controller never saw (deleted while it was down, or a ``nodeName``
+that names no Node) is force-deleted too, but only as Kubernetes does it: after the Node has
+been missing for ``orphan_quarantine`` seconds and a live read from the API server (not the
+cache, which may lag behind a Node just created) confirms that it does not exist.
 """
 
 from __future__ import annotations
@@ -87,6 +91,7 @@ class NodeLifecycleReconciler:
         *,
         grace_period: float = 40.0,
         default_toleration_seconds: float = 300.0,
+        orphan_quarantine: float = 40.0,
     ) -> None:
         self.reader = reader
         self.writer = writer
@@ -94,8 +99,11 @@ class NodeLifecycleReconciler:
         self.recorder = recorder
         self.grace_period = grace_period
         self.default_toleration_seconds = default_toleration_seconds
+        self.orphan_quarantine = orphan_quarantine
         # node -> (last heartbeat mark seen, monotonic time it was first seen)
         self._heard: dict[str, tuple[object, float]] = {}
+        # node never seen here but named by bound pods -> when it was first found missing
+        self._missing: dict[str, datetime] = {}
 
     async def _event(self, obj: Resource, type_: str, reason: str, message: str) -> None:
         if self.recorder is not None:
@@ -105,9 +113,9 @@ class NodeLifecycleReconciler:
         try:
             node = await self.reader.get(Node, request.name)
         except NotFound:
-            self._heard.pop(request.name, None)
-            await self._collect_orphans(request.name)
-            return Result()
+            seen_deleted = self._heard.pop(request.name, None) is not None
+            return await self._collect_orphans(request.name, seen_deleted)
+        self._missing.pop(request.name, None)
         silent_for = await self._silence(node)
         now = self.clock.now()
         node = await self._update_ready(node, silent_for > self.grace_period, now)
@@ -171,14 +179,34 @@ class NodeLifecycleReconciler:
         updated.spec.taints = [*keep, *added] or None
         return await self.writer.update(updated)
 
-    async def _collect_orphans(self, node_name: str) -> None:
-        """Force-delete the pods still bound to a Node that is gone (Kubernetes' pod GC)."""
-        for pod in await self.reader.by_index(Pod, NODE_NAME_INDEX, node_name):
+    async def _collect_orphans(self, node_name: str, seen_deleted: bool) -> Result:
+        """Force-delete the pods still bound to a Node that is gone (Kubernetes' pod GC).
+
+        ``seen_deleted``: this controller watched the Node go, so it is gone for sure. Otherwise
+        it waits out the quarantine and asks the API server before it deletes anything."""
+        pods = await self.reader.by_index(Pod, NODE_NAME_INDEX, node_name)
+        if not pods:
+            self._missing.pop(node_name, None)
+            return Result()
+        if not seen_deleted:
+            now = self.clock.now()
+            missing_for = (now - self._missing.setdefault(node_name, now)).total_seconds()
+            if missing_for < self.orphan_quarantine:
+                return Result(requeue_after=self.orphan_quarantine - missing_for + 0.001)
+            try:
+                await self.writer.get(Node, node_name)
+                self._missing.pop(node_name, None)
+                return Result()  # it exists: the cache lags, and its own events will follow
+            except NotFound:
+                pass
+        self._missing.pop(node_name, None)
+        for pod in pods:
             try:
                 await self.writer.delete(Pod, pod.name, pod.namespace, grace_period_seconds=0)
             except NotFound:
                 continue
             await self._event(pod, "Normal", "PodGCOrphaned", f"Node {node_name} is gone: Pod deleted")
+        return Result()
 
     async def _evict(self, node: Node, now: datetime) -> datetime | None:
         """Delete pods whose toleration ran out; returns when the next one is due."""
@@ -211,10 +239,12 @@ def setup(manager: Manager, **options: object) -> None:
     """Register the node lifecycle controller.
 
     Options: ``grace_period`` (seconds without a heartbeat before NotReady, default 40),
-    ``default_toleration_seconds`` (eviction delay for pods without a toleration, default 300).
+    ``default_toleration_seconds`` (eviction delay for pods without a toleration, default 300),
+    ``orphan_quarantine`` (seconds a never-seen Node must stay missing before its pods go, 40).
     """
     grace = options.get("grace_period", 40.0)
     tolerate = options.get("default_toleration_seconds", 300.0)
+    quarantine = options.get("orphan_quarantine", 40.0)
     reconciler = NodeLifecycleReconciler(
         manager.reader,
         cast(PodGcWriter, manager.writer),  # the API client: delete takes grace_period_seconds
@@ -222,6 +252,7 @@ def setup(manager: Manager, **options: object) -> None:
         manager.event_recorder("node-controller"),
         grace_period=float(grace) if isinstance(grace, (int, float)) else 40.0,
         default_toleration_seconds=float(tolerate) if isinstance(tolerate, (int, float)) else 300.0,
+        orphan_quarantine=float(quarantine) if isinstance(quarantine, (int, float)) else 40.0,
     )
     nodes = manager.informer_for(Node)
 
@@ -229,11 +260,16 @@ def setup(manager: Manager, **options: object) -> None:
         return [Request(None, lease.name)] if lease.metadata.namespace == LEASE_NAMESPACE else []
 
     def pod_node(pod: Resource) -> list[Request]:
-        # Only pods bound to a node with NoExecute taints concern the eviction half.
+        # Pods bound to a node with NoExecute taints concern the eviction half; pods bound to a
+        # node that is not there, the pod GC.
         name = getattr(getattr(pod, "spec", None), "node_name", None)
-        node = nodes.cache.get_by_name(None, name) if name else None
+        if not name:
+            return []
+        node = nodes.cache.get_by_name(None, name)
+        if node is None:
+            return [Request(None, name)]
         spec = getattr(node, "spec", None)
-        if node is None or not any(t.effect == "NoExecute" for t in getattr(spec, "taints", None) or []):
+        if not any(t.effect == "NoExecute" for t in getattr(spec, "taints", None) or []):
             return []
         return [Request(None, node.name)]
 

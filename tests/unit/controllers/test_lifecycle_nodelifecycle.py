@@ -155,3 +155,51 @@ async def test_kubelet_reported_not_ready_gets_not_ready_taint(env: tuple[Manage
 
     await drive(manager, tainted)
     assert ready(await node(client)) == "False"  # the kubelet's verdict is left alone
+
+
+def bound(name: str, node_name: str) -> Pod:
+    spec = {"containers": [{"name": "c", "image": "i"}], "nodeName": node_name}
+    return Pod.model_validate({"metadata": {"name": name, "namespace": "default"}, "spec": spec})
+
+
+async def test_pods_of_a_deleted_node_are_force_deleted(env: tuple[Manager, AsyncClient, FakeClock]) -> None:
+    manager, client, _clock = env
+    await client.create(Node.model_validate({"metadata": {"name": "n1"}}))
+    await client.create(bound("a", "n1"))
+    await client.create(bound("b", "n1"))
+    await settle(manager)
+    await client.delete(Node, "n1")
+
+    async def collected() -> bool:
+        return not (await client.list(Pod, "default")).items  # gone outright, not Terminating
+
+    await drive(manager, collected)
+    reasons = {(e.reason, e.involved_object.name) for e in (await client.list(Event, "default")).items}
+    assert {("PodGCOrphaned", "a"), ("PodGCOrphaned", "b")} <= reasons
+
+
+async def test_pods_of_a_never_seen_node_wait_out_the_quarantine(
+    env: tuple[Manager, AsyncClient, FakeClock],
+) -> None:
+    """As after a restart that missed the Node's deletion: nothing goes before the quarantine,
+    and a Node that turns up meanwhile keeps its pods."""
+    manager, client, clock = env
+    await client.create(bound("ghost-pod", "ghost"))
+    await client.create(bound("late-pod", "late"))
+    await settle(manager)
+    clock.advance(20)
+    await settle(manager)
+    await client.create(Node.model_validate({"metadata": {"name": "late"}}))
+    await settle(manager)
+    clock.advance(19)  # 39 s missing: still quarantined
+    await settle(manager)
+    assert await alive(client) == {"ghost-pod", "late-pod"}
+    clock.advance(2)
+
+    async def ghost_collected() -> bool:
+        return {p.name for p in (await client.list(Pod, "default")).items} == {"late-pod"}
+
+    await drive(manager, ghost_collected)
+    clock.advance(60)
+    await settle(manager)
+    assert await alive(client) == {"late-pod"}

@@ -148,6 +148,10 @@ def describe(client: Client, ref: ResourceRef, obj: Obj) -> str:
         from .describe_podgroup import describe_pod_group
 
         return describe_pod_group(client, ref, obj)
+    if (ref.group, ref.plural) == ("", "nodes"):
+        from .describe_node import describe_node
+
+        return describe_node(client, ref, obj)
     lines = header(ref, obj)
     if ref.group == "" and ref.plural == "pods":
         lines.append(f"Status:       {printers.pod_status(obj)}")

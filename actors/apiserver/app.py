@@ -19,7 +19,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kray.actors.store.kv import KeyExistsError, StoreError, StoreUnavailableError
@@ -38,6 +38,7 @@ from .lists import Stored, list_body, parse_filter, with_resource_version
 from .logs import PodLogs
 from .patch import PATCH_TYPES
 from .paths import RESOURCE_METHODS, Target, resolve, resource_path
+from .podexec import PodExec
 from .priority import BUILTIN_PRIORITY_CLASSES, PriorityAdmission, builtin_class
 from .watch import WatchParams, WatchResponse, watch_stream
 
@@ -106,6 +107,7 @@ class ApiServer:
         )
         self.bindings = Bindings(store, clock)  # pods/{name}/binding: the scheduler's write path
         self.logs = PodLogs(self.handlers, registry)  # pods/{name}/log: proxied to the node's kubelet
+        self.exec = PodExec(self.handlers, registry)  # pods/{name}/exec: a WebSocket, run by the kubelet
         self.stopping = asyncio.Event()
         self._started = False
         routes = [
@@ -119,6 +121,7 @@ class ApiServer:
             Route("/api/{version}", self._legacy_resources),
             Route("/apis/{group}/{version}", self._group_resources),
             Route("/api/v1/namespaces/{namespace}/pods/{name}/log", self.logs.handle),
+            WebSocketRoute("/api/v1/namespaces/{namespace}/pods/{name}/exec", self.exec.handle),
             Route("/api/{version}/{rest:path}", self._legacy_endpoint, methods=[*_ITEM_METHODS, "POST"]),
             Route("/apis/{group}/{version}/{rest:path}", self._group_endpoint, methods=[*_ITEM_METHODS, "POST"]),
         ]
@@ -270,6 +273,8 @@ class ApiServer:
             raise errors.method_not_allowed()
         if t.watch:
             return self._watch(request, t, field_name=t.name)
+        if t.subresource == "exec":  # a WebSocket (podexec.py) never reaches here; plain HTTP does
+            raise errors.bad_request("Upgrade request required")
         if t.subresource == "binding":
             if method != "POST" or t.namespace is None:
                 raise errors.method_not_allowed()

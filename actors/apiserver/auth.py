@@ -30,7 +30,7 @@ class BearerAuth:
         self.open_paths = open_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.token is None or scope["type"] != "http" or scope["path"] in self.open_paths:
+        if self.token is None or scope["type"] not in ("http", "websocket") or scope["path"] in self.open_paths:
             await self.app(scope, receive, send)
             return
         header = b""
@@ -40,5 +40,10 @@ class BearerAuth:
                 break
         if token_matches(header, self.token):
             await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            # Closing before accepting makes the server answer the upgrade with HTTP 403.
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": 1008, "reason": "Unauthorized"})
             return
         await unauthorized().response()(scope, receive, send)

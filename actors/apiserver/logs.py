@@ -20,6 +20,34 @@ from .handlers import Handlers
 _PASS = ("follow", "tailLines", "previous", "timestamps")
 
 
+def pick_container(pod: Any, requested: str | None, inits_too: bool = True) -> str:
+    """The container a logs/exec request means; the only one when none is named (kubectl's)."""
+    names = [c.name for c in pod.spec.containers]
+    inits = [c.name for c in pod.spec.init_containers or []] if inits_too else []
+    if not requested:
+        if len(names) != 1:
+            raise errors.bad_request(
+                f"a container name must be specified for pod {pod.metadata.name}, choose one of: [{' '.join(names)}]"
+            )
+        return str(names[0])
+    if requested not in names + inits:
+        raise errors.bad_request(f"container {requested} is not valid for pod {pod.metadata.name}")
+    return requested
+
+
+async def kubelet_url(handlers: Handlers, registry: Any, pod: Any) -> str:
+    """``http://<InternalIP>:<kubelet port>`` of the node the pod is bound to."""
+    node_name = pod.spec.node_name
+    if not node_name:
+        raise errors.bad_request(f"pod {pod.metadata.name} does not have a host assigned")
+    node: Any = await handlers.get(registry.get("v1", "Node"), None, node_name)
+    ip = node.status.address("InternalIP") if node.status else None
+    ep = node.status.daemon_endpoints.kubelet_endpoint if node.status and node.status.daemon_endpoints else None
+    if not ip or ep is None:
+        raise errors.internal(f"node {node_name} has no kubelet endpoint")
+    return f"http://{ip}:{ep.port}"
+
+
 class PodLogs:
     def __init__(self, handlers: Handlers, registry: Any) -> None:
         self.handlers = handlers
@@ -35,33 +63,16 @@ class PodLogs:
     async def _logs(self, request: Request) -> Response:
         ns, name = request.path_params["namespace"], request.path_params["name"]
         pod: Any = await self.handlers.get(self.registry.get("v1", "Pod"), ns, name)
-        names = [c.name for c in pod.spec.containers]
-        inits = [c.name for c in pod.spec.init_containers or []]
-        container = request.query_params.get("container")
-        if not container:
-            if len(names) != 1:
-                raise errors.bad_request(
-                    f"a container name must be specified for pod {name}, choose one of: [{' '.join(names)}]"
-                )
-            container = names[0]
-        elif container not in names + inits:
-            raise errors.bad_request(f"container {container} is not valid for pod {name}")
-        node_name = pod.spec.node_name
-        if not node_name:
-            raise errors.bad_request(f"pod {name} does not have a host assigned")
-        node: Any = await self.handlers.get(self.registry.get("v1", "Node"), None, node_name)
-        ip = node.status.address("InternalIP") if node.status else None
-        ep = node.status.daemon_endpoints.kubelet_endpoint if node.status and node.status.daemon_endpoints else None
-        if not ip or ep is None:
-            raise errors.internal(f"node {node_name} has no kubelet endpoint")
+        container = pick_container(pod, request.query_params.get("container"))
+        base = await kubelet_url(self.handlers, self.registry, pod)
         params = {k: request.query_params[k] for k in _PASS if k in request.query_params}
-        url = f"http://{ip}:{ep.port}/containerLogs/{ns}/{name}/{container}"
+        url = f"{base}/containerLogs/{ns}/{name}/{container}"
         client = httpx.AsyncClient(transport=self.transport, timeout=httpx.Timeout(10.0, read=None))
         try:
             upstream = await client.send(client.build_request("GET", url, params=params), stream=True)
         except httpx.HTTPError as exc:
             await client.aclose()
-            raise errors.internal(f"cannot reach the kubelet of node {node_name}: {exc}") from None
+            raise errors.internal(f"cannot reach the kubelet of node {pod.spec.node_name}: {exc}") from None
         if upstream.status_code != 200:
             body = (await upstream.aread()).decode(errors="replace").strip()
             await upstream.aclose()

@@ -54,7 +54,7 @@ def make_server(api: ApiServer, *, log_level: str = "warning", **config: Any) ->
         # uvicorn's X-Forwarded-* middleware on every request.
         proxy_headers=False,
         lifespan="on",
-        ws="none",
+        ws="websockets-sansio",  # pods/{name}/exec (podexec.py); plain HTTP pays nothing for it
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         **config,
     )

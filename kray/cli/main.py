@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "rollout": "kray.cli.rollout:rollout_cmd",
     "scale": "kray.cli.scale:scale_cmd",
     "logs": "kray.cli.logs:logs_cmd",
+    "exec": "kray.cli.exec:exec_cmd",
     "api-resources": "kray.cli.info:api_resources_cmd",
     "version": "kray.cli.info:version_cmd",
     "image": "kray.cli.image:image",

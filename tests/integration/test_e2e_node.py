@@ -111,6 +111,10 @@ def test_pods_and_a_training_job_on_a_real_node(ray_cluster: str, private_etcd: 
             return states[0].get("containerID") if "running" in states[0].get("state", {}) else None
 
         before = wait_for("sleeper Running", running_container)
+        # `kray exec` runs inside the container (its own hostname and pid namespace) and passes
+        # the command's exit code on.
+        inside = kray(env, "exec", "sleeper", "--", "sh", "-c", "hostname; cat /proc/1/comm; exit 3")
+        assert inside.returncode == 3 and inside.stdout.split() == ["sleeper", "sleep"], inside
         import ray
 
         from kray.actors.kubelet.actor import actor_name

@@ -1,0 +1,161 @@
+"""``pods/{name}/exec``: the kubelet's /exec endpoint (CRI ExecSync), and the API server's
+WebSocket in Kubernetes' channel protocol, served by a real uvicorn on loopback and driven by a
+WebSocket client, by `kray exec` (the installed console script) and by the official
+``kubernetes`` client's ``stream``."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from kubelet_harness import Env
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+from websockets.typing import Subprotocol
+
+from kray.actors.kubelet.logserver import log_app
+from kray.etcd_server import free_port
+
+KRAY = str(Path(sys.executable).with_name("kray"))
+BUSY = {"name": "main", "image": "busybox", "command": ["sleep", "1000"]}
+V4 = [Subprotocol("v4.channel.k8s.io")]
+
+
+def scripted(container: str, cmd: list[str]) -> tuple[int, bytes]:
+    """``exit N`` ends with N; anything else echoes where it ran."""
+    if cmd[:1] == ["exit"]:
+        return int(cmd[1]), b"bye\n"
+    return 0, f"{container}: {' '.join(cmd)}\n".encode()
+
+
+@contextlib.asynccontextmanager
+async def serving(env: Env) -> AsyncIterator[str]:
+    """The API server on a real port (WebSockets need one), its exec routed to this kubelet."""
+    env.api.exec.transport = httpx.ASGITransport(app=log_app(env.kubelet))
+    port = free_port()
+    config = uvicorn.Config(
+        env.api.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", ws="websockets-sansio"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def ws_exec(address: str, pod: str, query: str, token: str = "t") -> tuple[bytes, bytes, dict[str, Any]]:
+    url = f"ws://{address}/api/v1/namespaces/default/pods/{pod}/exec?{query}"
+    out, err, status = b"", b"", {}
+    async with connect(url, subprotocols=V4, additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+        assert ws.subprotocol == "v4.channel.k8s.io"
+        async for message in ws:
+            assert isinstance(message, bytes)
+            channel, data = message[0], message[1:]
+            if channel == 1:
+                out += data
+            elif channel == 2:
+                err += data
+            elif channel == 3:
+                status = json.loads(data)
+    return out, err, status
+
+
+@pytest.fixture
+async def running(env: Env) -> Env:
+    env.cri.exec_handler = scripted
+    await env.create("one", {"containers": [BUSY]})
+    await env.create("two", {"containers": [BUSY, {**BUSY, "name": "side"}]})
+    await env.step()
+    return env
+
+
+async def test_kubelet_exec_endpoint(running: Env) -> None:
+    app = log_app(running.kubelet)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://node") as node:
+        r = await node.post("/exec/default/one/main", json={"command": ["echo", "hi"]})
+        assert r.status_code == 200
+        assert base64.b64decode(r.json()["stdout"]) == b"main: echo hi\n" and r.json()["exitCode"] == 0
+        r = await node.post("/exec/default/two/side", json={"command": ["exit", "4"]})
+        assert r.json()["exitCode"] == 4
+        assert (await node.post("/exec/default/nope/main", json={"command": ["ls"]})).status_code == 404
+        assert (await node.post("/exec/default/one/main", json={"command": []})).status_code == 400
+        assert (await node.post("/exec/default/one/main", content=b"ls")).status_code == 400
+        uid = (await running.pod("one")).metadata.uid
+        running.cri.exit(running.cri.by_name(uid, "main")[0].id, 0)
+        r = await node.post("/exec/default/one/main", json={"command": ["ls"]})
+        assert r.status_code == 400 and "not running" in r.text
+
+
+async def test_exec_websocket_channels_and_statuses(running: Env) -> None:
+    async with serving(running) as address:
+        out, err, status = await ws_exec(address, "one", "command=echo&command=hi&stdout=true&stderr=true")
+        assert (out, err, status) == (b"main: echo hi\n", b"", {"metadata": {}, "status": "Success"})
+
+        out, _, status = await ws_exec(address, "two", "command=exit&command=3&container=side&stdout=1")
+        assert out == b"bye\n" and status["reason"] == "NonZeroExitCode"
+        assert status["details"]["causes"] == [{"reason": "ExitCode", "message": "3"}]
+
+        _, _, status = await ws_exec(address, "two", "command=ls")
+        assert status["status"] == "Failure" and status["code"] == 400
+        assert "a container name must be specified for pod two, choose one of: [main side]" in status["message"]
+        _, _, status = await ws_exec(address, "one", "command=sh&stdin=true")
+        assert "interactive exec (stdin/tty) is not supported" in status["message"]
+        _, _, status = await ws_exec(address, "ghost", "command=ls")
+        assert status["code"] == 404 and status["reason"] == "NotFound"
+
+        with pytest.raises(InvalidStatus) as refused:
+            await ws_exec(address, "one", "command=ls", token="wrong")
+        assert refused.value.response.status_code == 403
+        async with httpx.AsyncClient(base_url=f"http://{address}", headers={"Authorization": "Bearer t"}) as http:
+            r = await http.post("/api/v1/namespaces/default/pods/one/exec", params={"command": "ls"})
+            assert r.status_code == 400 and r.json()["message"] == "Upgrade request required"
+
+
+async def test_kray_exec_and_the_kubernetes_client(running: Env, tmp_path: Path) -> None:
+    async with serving(running) as address:
+        env = {**os.environ, "KRAY_SERVER": f"http://{address}", "KRAY_TOKEN": "t", "KRAY_CONFIG": str(tmp_path / "c")}
+
+        async def kray(*args: str) -> tuple[int, str, str]:
+            proc = await asyncio.create_subprocess_exec(
+                KRAY, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            )
+            out, err = await proc.communicate()
+            return proc.returncode or 0, out.decode(), err.decode()
+
+        assert await kray("exec", "one", "--", "ls", "-l", "/") == (0, "main: ls -l /\n", "")
+        assert await kray("exec", "two", "-c", "side", "--", "exit", "7") == (7, "bye\n", "")
+        code, _, err = await kray("exec", "two", "--", "ls")
+        assert code == 1 and "error: a container name must be specified for pod two" in err
+        code, _, err = await kray("exec", "-it", "one", "--", "sh")
+        assert code == 1 and "interactive exec (-i/-t) is not supported" in err
+
+        def official() -> tuple[str, int | None]:
+            from kubernetes import client as k8s
+            from kubernetes.stream import stream
+
+            config = k8s.Configuration(host=f"http://{address}", api_key={"authorization": "Bearer t"})
+            api = k8s.CoreV1Api(k8s.ApiClient(config))
+            resp = stream(
+                api.connect_get_namespaced_pod_exec, "two", "default", container="side",
+                command=["exit", "5"], stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False,
+            )  # fmt: skip
+            resp.run_forever(timeout=10)
+            out = resp.read_stdout()
+            resp.close()
+            return out, resp.returncode
+
+        assert await asyncio.to_thread(official) == ("bye\n", 5)

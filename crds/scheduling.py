@@ -17,9 +17,11 @@ from .registry import kind
 # Pods join a gang by carrying this label with the PodGroup's name (same namespace).
 POD_GROUP_LABEL = "scheduling.kray.io/pod-group"
 
-# The GPUs the scheduler picked for a pod, "<uuid>,<uuid>,..." in container order (each container
-# takes as many as its nvidia.com/gpu request). Written by the API server at bind time from the
-# Binding's annotations; the kubelet allocates exactly these devices.
+# The GPUs the scheduler picked for a pod, "<uuid>,<uuid>,...": as many as the pod's effective
+# request of the node's device resource (its NodeDevices spec.driver, nvidia.com/gpu by default),
+# max(sum over app containers, max over init containers). App containers take them in container
+# order, each init container the first ones (deviceplugins/hints.py). Written by the API server at
+# bind time from the Binding's annotations; the kubelet allocates exactly these devices.
 GPU_DEVICES_ANNOTATION = "kray.io/gpu-devices"
 
 PodGroupPhase = Literal["Pending", "PreScheduling", "Scheduling", "Scheduled", "Running", "Finished", "Failed"]

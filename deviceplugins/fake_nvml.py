@@ -182,6 +182,9 @@ class FakeNvml:
     def event_set(self, indices: list[int]) -> _FakeEventSet:
         if not self.events_supported:
             raise EventsUnsupportedError("XID events are not supported on this fake")
+        lost = [i for i in indices if self.gpus[i].uuid in self.gone]
+        if lost:  # as NVML: a GPU that fell off the bus has no handle to register
+            raise EventsUnsupportedError(f"GPU {lost[0]}: GPU is lost")
         es = _FakeEventSet(self, frozenset(self.gpus[i].uuid for i in indices))
         with self._cond:
             self._event_sets.append(es)

@@ -102,6 +102,7 @@ class HealthMonitor:
         max_backoff_s: float = 300.0,
         poll_interval_s: float = 5.0,
         on_change: Callable[[], None] | None = None,
+        events_retry_s: float = 60.0,
     ) -> None:
         self._nvml = nvml
         self._gpus = list(gpus)
@@ -114,7 +115,10 @@ class HealthMonitor:
         self._lock = threading.Lock()
         self._state = {g.uuid: _State() for g in self._gpus}
         self._events: EventSet | None = None
-        self._events_opened = False
+        self._registered: frozenset[str] = frozenset()  # GPUs the event set covers
+        self._events_retry_s = events_retry_s
+        self._events_retry_at = 0.0
+        self._said_polling = False
         self._next_poll = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -193,8 +197,7 @@ class HealthMonitor:
 
     def step(self, timeout_s: float = 0.0) -> bool:
         """One round: drain XID events (waiting up to ``timeout_s``) or poll, then re-probe."""
-        self._open_events()
-        changed = False
+        changed = self._open_events()
         if self._events is not None:
             event = self._events.wait(timeout_s)
             while event is not None:
@@ -208,14 +211,38 @@ class HealthMonitor:
             self._on_change()
         return changed
 
-    def _open_events(self) -> None:
-        if self._events_opened:
-            return
-        self._events_opened = True
+    def _open_events(self) -> bool:
+        """Keep an XID event set over every healthy GPU; True if draining a replaced set changed health.
+
+        Registration fails while a GPU is lost (it no longer answers), or where the driver has no
+        events at all; then health is polled and registration is retried every
+        ``events_retry_s``, so one lost GPU does not leave the others without XID events for good.
+        A GPU that comes back healthy is added by registering a new set (then closing the old).
+        """
+        healthy = self.healthy()
+        if self._events is not None and healthy <= self._registered:
+            return False
+        now = self._clock.monotonic()
+        if now < self._events_retry_at:
+            return False
+        gpus = [g for g in self._gpus if g.uuid in healthy]
         try:
-            self._events = self._nvml.event_set([g.index for g in self._gpus])
+            events = self._nvml.event_set([g.index for g in gpus])
         except EventsUnsupportedError as e:
-            log.info("XID events unsupported (%s); polling device health instead", e)
+            self._events_retry_at = now + self._events_retry_s
+            if self._events is None and not self._said_polling:
+                self._said_polling = True
+                log.info("XID events unsupported (%s); polling device health instead", e)
+            return False
+        old, self._events, self._registered = self._events, events, frozenset(g.uuid for g in gpus)
+        changed = False
+        if old is not None:  # what the old set still holds is not lost with it
+            event = old.wait(0)
+            while event is not None:
+                changed |= self.handle_event(event)
+                event = old.wait(0)
+            old.close()
+        return changed
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -245,4 +272,5 @@ class HealthMonitor:
         if self._events is not None:
             self._events.close()
             self._events = None
-            self._events_opened = False
+            self._registered = frozenset()
+            self._events_retry_at = 0.0

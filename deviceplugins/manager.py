@@ -3,7 +3,8 @@
 It serves Registration on ``<plugin_dir>/kubelet.sock``; for each plugin that registers it
 opens the plugin's socket and follows ListAndWatch, keeping per-resource healthy/unhealthy
 device sets (the Node's capacity and allocatable). ``allocate`` picks devices for a pod's
-container (asking the plugin's GetPreferredAllocation when it offers one), calls Allocate,
+container (the scheduler's choice when usable, else asking the plugin's GetPreferredAllocation
+when it offers one; a finished init container's devices first), calls Allocate,
 and records the result in a checkpoint file, which a restarted manager reads back so that a
 device held by a running pod is never handed to a second one.
 """
@@ -14,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -229,13 +230,24 @@ class DeviceManager:
     # -- allocation -----------------------------------------------------------------------------
 
     def allocate(
-        self, pod_uid: str, container: str, resource: str, count: int, requested: Sequence[str] | None = None
+        self,
+        pod_uid: str,
+        container: str,
+        resource: str,
+        count: int,
+        requested: Sequence[str] | None = None,
+        init_containers: Collection[str] = (),
     ) -> ContainerDevices:
         """Give ``count`` devices of ``resource`` to a container; idempotent per container.
 
         ``requested``: the devices the scheduler chose (``kray.io/gpu-devices``). They are
         taken as is when all are free and healthy; otherwise the plugin's preference wins.
+        ``init_containers``: the names of the pod's init containers. They ran to completion,
+        one at a time, before this container starts, so the devices they hold are reused
+        first (Kubernetes' devicesToReuse) unless another of the pod's app containers already
+        took them: an init container's GPUs are not held twice over.
         """
+        who = f"pod {pod_uid} container {container}"
         with self._alloc_lock:
             existing = self.allocation(pod_uid, container).get(resource)
             if existing is not None:
@@ -246,13 +258,15 @@ class DeviceManager:
                     raise InsufficientDevicesError(f"insufficient {resource}: no device plugin registered")
                 used = {d for per in self._allocations.values() if resource in per for d in per[resource].device_ids}
                 free = sorted(ep.healthy - used)
-            if len(free) < count:
+                reuse = sorted(self._reusable_locked(pod_uid, resource, set(init_containers)) & ep.healthy)
+            if len(free) + len(reuse) < count:
+                more = f", {len(reuse)} reusable" if reuse else ""
                 raise InsufficientDevicesError(
-                    f"insufficient {resource}: requested {count}, {len(free)} free of {len(ep.healthy)} healthy"
+                    f"insufficient {resource}: requested {count}, {len(free)} free of {len(ep.healthy)} healthy{more}"
                 )
-            ids = self._requested(requested, free, count, f"pod {pod_uid} container {container}")
+            ids = self._requested(requested, reuse + free, count, who)
             if ids is None:
-                ids = self._choose(ep, free, count)
+                ids = self._choose(ep, free, count, reuse)
             resp = ep.stub.Allocate(
                 pb.AllocateRequest(container_requests=[pb.ContainerAllocateRequest(devices_ids=ids)]),
                 timeout=self._rpc_timeout_s,
@@ -263,11 +277,20 @@ class DeviceManager:
                 self._save_locked()
             return got
 
+    def _reusable_locked(self, pod_uid: str, resource: str, init_containers: set[str]) -> set[str]:
+        """Devices of the pod's init containers that none of its other containers holds."""
+        held: dict[bool, set[str]] = {True: set(), False: set()}
+        for (uid, name), per in self._allocations.items():
+            if uid == pod_uid and resource in per:
+                held[name in init_containers].update(per[resource].device_ids)
+        return held[True] - held[False]
+
     @staticmethod
     def _requested(requested: Sequence[str] | None, free: list[str], count: int, who: str) -> list[str] | None:
         """The scheduler's devices as advertised ids, or None (with the reason logged) when unusable.
 
-        The scheduler names GPUs (NodeDevices names); under time-slicing a GPU is advertised as
+        ``free``: the devices this container may take (free ones and reusable ones). The
+        scheduler names GPUs (NodeDevices names); under time-slicing a GPU is advertised as
         ``<uuid>::<i>``, so a plain GPU name takes one free replica of it."""
         if requested is None:
             return None
@@ -287,23 +310,31 @@ class DeviceManager:
             ids.append(pick)
         return ids
 
-    def _choose(self, ep: _Endpoint, free: list[str], count: int) -> list[str]:
+    def _choose(self, ep: _Endpoint, free: list[str], count: int, reuse: Sequence[str] = ()) -> list[str]:
+        """Reusable devices first (all of them if they suffice), the rest as the plugin prefers."""
+        reuse = list(reuse)
+        if len(reuse) >= count:
+            return reuse[:count]
+        available = reuse + free
         if ep.options.get_preferred_allocation_available:
             req = pb.PreferredAllocationRequest(
                 container_requests=[
-                    pb.ContainerPreferredAllocationRequest(available_deviceIDs=free, allocation_size=count)
+                    pb.ContainerPreferredAllocationRequest(
+                        available_deviceIDs=available, must_include_deviceIDs=reuse, allocation_size=count
+                    )
                 ]
             )
             try:
                 resp = ep.stub.GetPreferredAllocation(req, timeout=self._rpc_timeout_s)
                 ids = list(resp.container_responses[0].deviceIDs)
                 # A hint only: use it if it is a valid choice, else fall back to our own.
-                if len(ids) == count and len(set(ids)) == count and set(ids) <= set(free):
+                valid = len(ids) == count and len(set(ids)) == count and set(reuse) <= set(ids) <= set(available)
+                if valid:
                     return ids
                 log.warning("ignoring invalid preferred allocation from %s: %s", ep.resource, ids)
             except grpc.RpcError as e:
                 log.warning("GetPreferredAllocation of %s failed: %s", ep.resource, e.code())
-        return free[:count]
+        return reuse + free[: count - len(reuse)]
 
     def pre_start(self, pod_uid: str, container: str) -> None:
         """Call PreStartContainer on the plugins that asked for it, before the container starts."""
@@ -320,14 +351,16 @@ class DeviceManager:
             return dict(self._allocations.get((pod_uid, container), {}))
 
     def allocated_ids(self, pod_uid: str, resource: str) -> list[str]:
-        """Every device of ``resource`` the pod's containers hold."""
+        """Every device of ``resource`` the pod's containers hold, once each (an app container
+        may hold one of its init containers' devices too)."""
         with self._cond:
-            return [
+            ids = (
                 d
                 for (uid, _), per in self._allocations.items()
                 if uid == pod_uid and resource in per
                 for d in per[resource].device_ids
-            ]
+            )
+            return list(dict.fromkeys(ids))
 
     def allocated_pods(self) -> set[str]:
         with self._cond:
@@ -337,7 +370,9 @@ class DeviceManager:
         """Release every device held by the pod's containers; returns the freed ids."""
         with self._cond:
             keys = [k for k in self._allocations if k[0] == pod_uid]
-            freed = [d for k in keys for per in self._allocations.pop(k).values() for d in per.device_ids]
+            freed = list(
+                dict.fromkeys(d for k in keys for per in self._allocations.pop(k).values() for d in per.device_ids)
+            )
             if keys:
                 self._save_locked()
             return freed

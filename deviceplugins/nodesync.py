@@ -11,7 +11,8 @@ inventory and
   plain ``nodeSelector`` can ask for a GPU model;
 - works out, for each Pod holding GPUs, whether one of them is unhealthy: the kubelet adds the
   ``kray.io/GPUHealthy`` condition from ``pod_conditions``, and transitions are recorded as
-  Events on the Pod and on the Node.
+  Events on the Pod and on the Node. A Pod that gives its GPUs back (it finished) keeps its
+  last condition: the kubelet preserves condition types it does not compute itself.
 """
 
 from __future__ import annotations
@@ -247,6 +248,8 @@ class DeviceStatusSync:
                 self._pod_bad[uid] = bad
             else:
                 self._pod_bad.pop(uid, None)
+                if not self.devices.allocated_ids(uid, self.resource):
+                    continue  # it gave its GPUs back (finished, or gone): nothing healed, its condition stays
             pod = self._find_pod(uid)
             if pod is None:
                 continue
@@ -276,6 +279,8 @@ def attach(kubelet: Any, devices: Any, inventory: Callable[[], NodeDevices | Non
     sync = DeviceStatusSync(kubelet.node_name, kubelet.api, devices, inventory, kubelet.pods.get, kubelet.dispatch)
     sync.clock = kubelet.clock
     kubelet.condition_sources.append(sync.pod_conditions)
+    # The scheduler's kray.io/gpu-devices names devices of the resource our NodeDevices describes.
+    kubelet.syncer.configs.hint_resource = lambda: sync.resource
     return sync
 
 

@@ -7,6 +7,7 @@ allocation, the gRPC server) sees only ``Nvml``, so it runs unchanged on a lapto
 
 from __future__ import annotations
 
+import ctypes
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,10 +125,18 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _handle_key(handle: Any) -> int | None:
+    """A device handle's address: NVML hands out the same pointer for a device all session long."""
+    return ctypes.cast(handle, ctypes.c_void_p).value
+
+
 class _PyNvmlEventSet:
-    def __init__(self, pynvml: Any, handle: Any) -> None:
+    def __init__(self, pynvml: Any, handle: Any, uuids: dict[int, str]) -> None:
         self._pynvml = pynvml
         self._set = handle
+        # Handle address -> UUID, read while the GPUs answered: after XID 79 the GPU that raised
+        # it is lost and nvmlDeviceGetUUID fails, yet the event must still name that one GPU.
+        self._uuids = uuids
 
     def wait(self, timeout_s: float) -> XidEvent | None:
         nv = self._pynvml
@@ -139,11 +148,13 @@ class _PyNvmlEventSet:
             raise
         if data.eventType != nv.nvmlEventTypeXidCriticalError:
             return None
-        uuid: str | None
-        try:
-            uuid = _text(nv.nvmlDeviceGetUUID(data.device))
-        except nv.NVMLError:
-            uuid = None
+        key = _handle_key(data.device)
+        uuid = self._uuids.get(key) if key is not None else None
+        if uuid is None:
+            try:
+                uuid = _text(nv.nvmlDeviceGetUUID(data.device))
+            except nv.NVMLError:
+                uuid = None
         return XidEvent(uuid=uuid, xid=int(data.eventData))
 
     def close(self) -> None:
@@ -279,14 +290,18 @@ class PyNvml:
             es = nv.nvmlEventSetCreate()
         except nv.NVMLError as e:
             raise EventsUnsupportedError(str(e)) from e
+        uuids: dict[int, str] = {}
         try:
             for i in indices:
                 h = self._handle(i)
                 nv.nvmlDeviceRegisterEvents(h, nv.nvmlEventTypeXidCriticalError, es)
-        except nv.NVMLError as e:
+                key = _handle_key(h)
+                if key is not None:
+                    uuids[key] = _text(nv.nvmlDeviceGetUUID(h))
+        except (nv.NVMLError, DeviceGoneError) as e:  # a lost GPU cannot register: poll instead
             nv.nvmlEventSetFree(es)
             raise EventsUnsupportedError(str(e)) from e
-        return _PyNvmlEventSet(nv, es)
+        return _PyNvmlEventSet(nv, es, uuids)
 
     def probe(self, uuid: str) -> bool:
         nv = self._nv

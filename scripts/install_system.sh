@@ -3,7 +3,7 @@
 # for services, busybox-static for the test image, iproute2 for debugging pod networks.
 # Idempotent and quiet: does nothing when everything is installed. Needs root (or sudo).
 set -euo pipefail
-packages=(crun runc nftables busybox-static iproute2)
+packages=(crun runc nftables busybox-static iproute2 gcc libc6-dev)
 missing=()
 for pkg in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then

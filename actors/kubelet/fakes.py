@@ -8,7 +8,7 @@ exited; ALREADY_EXISTS/NOT_FOUND like the real service); tests end a container w
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -283,14 +283,26 @@ class FakeDevices:
         return self.capacity()
 
     def allocate(
-        self, pod_uid: str, container: str, resource: str, count: int, requested: list[str] | None = None
+        self,
+        pod_uid: str,
+        container: str,
+        resource: str,
+        count: int,
+        requested: list[str] | None = None,
+        init_containers: Collection[str] = (),
     ) -> Any:
         from kray.deviceplugins.checkpoint import ContainerDevices
 
         held = self.allocations.setdefault((pod_uid, container), {})
         if resource not in held:
             used = {d for per in self.allocations.values() for d in per.get(resource, [])}
-            free = [d for d in self.devices.get(resource, []) if d not in used]
+            mine = [
+                (c in init_containers, per.get(resource, []))
+                for (u, c), per in self.allocations.items()
+                if u == pod_uid
+            ]
+            reuse = {d for init, ids in mine if init for d in ids} - {d for init, ids in mine if not init for d in ids}
+            free = sorted(reuse) + [d for d in self.devices.get(resource, []) if d not in used]
             if len(free) < count:
                 from kray.deviceplugins.manager import InsufficientDevicesError
 

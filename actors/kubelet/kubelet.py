@@ -230,10 +230,13 @@ class Kubelet:
 
     async def _write_status(self, pod: Pod, status: dict[str, Any]) -> None:
         """update_status only when something changed; on Conflict re-read and retry."""
+        conds = status.get("conditions") or []
         for _ in range(5):
             old = pod.status.to_dict() if pod.status else {}
             raw = pod.to_dict()
-            raw["status"] = status
+            # Against the status just read (also after a Conflict): other components' conditions stay.
+            merged = podstatus.merge_conditions(old.get("conditions"), conds)
+            raw["status"] = {**status, "conditions": merged} if merged or "conditions" in status else status
             new = Pod.model_validate(raw)
             if (new.status.to_dict() if new.status else {}) == old:
                 return

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from typing import Any
 
 from kray.crds import Pod
 from kray.crds.core.container import Container
-from kray.deviceplugins.hints import requested_devices
+from kray.deviceplugins.hints import GPU_RESOURCE, requested_devices
 from kray.runtime.cri import api_pb2 as pb
 
 from .dns import pod_dns_config
@@ -38,6 +39,9 @@ class PodConfigs:
         self.published: dict[str, dict[str, str]] = {}  # uid -> volume name -> host path
         self.host_ip = ""
         self.allocatable: dict[str, Any] = {}
+        # The resource kray.io/gpu-devices names devices of: the node's NodeDevices spec.driver,
+        # which the device status loop (deviceplugins.nodesync.attach) knows.
+        self.hint_resource: Callable[[], str] = lambda: GPU_RESOURCE
 
     def sandbox_config(self, pod: Pod, attempt: int) -> pb.PodSandboxConfig:
         md, spec = pod.metadata, pod.spec
@@ -87,11 +91,12 @@ class PodConfigs:
             mounts.append(pb.Mount(container_path=m.mount_path, host_path=host, readonly=bool(m.read_only)))
         devices: list[pb.Device] = []
         extra = extended_resources(c)
+        inits = [i.name for i in pod.spec.init_containers or []]
         if extra and self.devices is not None:
             for resource, count in extra.items():
                 try:
-                    chosen = requested_devices(pod, c.name, resource) if kind == "app" else None
-                    got = await asyncio.to_thread(self.devices.allocate, uid, c.name, resource, count, chosen)
+                    chosen = requested_devices(pod, c.name, resource, self.hint_resource())
+                    got = await asyncio.to_thread(self.devices.allocate, uid, c.name, resource, count, chosen, inits)
                 except Exception as exc:
                     raise ContainerConfigError(f"allocating {resource}: {exc}") from exc
                 env.update(got.envs)

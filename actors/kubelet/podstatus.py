@@ -12,6 +12,10 @@ from kray.runtime.cri import api_pb2 as pb
 from .runtimepod import RuntimePod
 
 TERMINAL = ("Succeeded", "Failed")
+# The condition types the kubelet computes from the runtime on every sync (Kubernetes'
+# PodConditionsByKubelet, with PodReadyToStartContainers). PodScheduled is the scheduler's
+# until binding; like Kubernetes' kubelet, ours reports True for a pod bound to its node.
+KUBELET_CONDITIONS = frozenset({"PodScheduled", "Initialized", "ContainersReady", "Ready", "PodReadyToStartContainers"})
 
 
 def _ts(ns: int) -> str | None:
@@ -161,6 +165,26 @@ def conditions(pod: Pod, rp: RuntimePod, statuses: list[dict[str, Any]], phase_:
         _cond("ContainersReady", all_ready, reason, msg),
         _cond("Ready", all_ready, reason, msg),
     ]
+
+
+def merge_conditions(old: list[dict[str, Any]] | None, new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The conditions to write: the kubelet's own from ``new``, and every other type kept.
+
+    Kubernetes' status manager (mergePodStatus) keeps "pod conditions owned by other
+    components" (readiness gates, DisruptionTarget, ...) on every kubelet write. Types outside
+    KUBELET_CONDITIONS in ``new`` come from the kubelet's condition sources (GPU health): they
+    replace the old condition of their type; when a source stops reporting one (the Pod
+    finished and gave its GPUs back), the last written value stays, as any other component's.
+    """
+    own = [c for c in new if c["type"] in KUBELET_CONDITIONS]
+    shared = {c["type"]: c for c in new if c["type"] not in KUBELET_CONDITIONS}
+    kept: list[dict[str, Any]] = []
+    for c in old or []:
+        t = c.get("type")
+        if t in KUBELET_CONDITIONS or not isinstance(t, str):
+            continue
+        kept.append(shared.pop(t, c))  # in the old order, so an unchanged status compares equal
+    return own + kept + list(shared.values())
 
 
 def merge_transition_times(old: list[dict[str, Any]] | None, new: list[dict[str, Any]], now: str) -> None:

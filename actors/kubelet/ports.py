@@ -7,7 +7,7 @@ API server and the in-memory CRI of ``fakes.py`` (both with real semantics).
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -129,9 +129,16 @@ class DevicePort(Protocol):
     def allocatable(self) -> dict[str, int]: ...
 
     def allocate(
-        self, pod_uid: str, container: str, resource: str, count: int, requested: list[str] | None = None
+        self,
+        pod_uid: str,
+        container: str,
+        resource: str,
+        count: int,
+        requested: list[str] | None = None,
+        init_containers: Collection[str] = (),
     ) -> Any:
-        """``requested``: the scheduler's devices (``kray.io/gpu-devices``), taken when free."""
+        """``requested``: the scheduler's devices (``kray.io/gpu-devices``), taken when free;
+        ``init_containers``: the pod's, whose devices this container may reuse."""
         ...
 
     def free_pod(self, pod_uid: str) -> list[str]: ...

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import pytest
+from controllers_it import running, wait_for
 
 from kray.actors.controllers import garbagecollector, job, namespace
-from kray.actors.framework import ClientListWatcher, Manager, owner_reference
+from kray.actors.framework import owner_reference
 from kray.client import AsyncClient, NotFound
 from kray.config import KrayConfig
 from kray.crds import ConfigMap, Namespace, ObjectMeta, Pod, Secret
@@ -22,26 +23,10 @@ pytestmark = [pytest.mark.etcd]
 
 @pytest.fixture
 async def client(config: KrayConfig) -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(config) as c:
-        manager = Manager(ClientListWatcher(c, timeout_seconds=30), c)
-        garbagecollector.setup(manager)
-        namespace.setup(manager, recheck_seconds=0.2)
-        job.setup(manager)
-        task = asyncio.ensure_future(manager.run())
-        try:
-            yield c
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-
-async def wait_for(cond: Callable[[], Awaitable[bool]], what: str, timeout: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
+    async with running(
+        config, garbagecollector.setup, namespace.setup, job.setup, namespace={"recheck_seconds": 0.2}
+    ) as c:
+        yield c
 
 
 async def exists(client: AsyncClient, kind: type, name: str, ns: str | None = None) -> bool:

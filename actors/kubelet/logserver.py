@@ -2,15 +2,13 @@
 
 ``GET /containerLogs/{ns}/{pod}/{container}`` with ``follow``, ``tailLines``, ``previous``,
 ``timestamps`` reads the CRI log files the runtime writes (for ``pods/{name}/log``).
-``POST /exec/{ns}/{pod}/{container}`` with ``{"command": [...], "timeoutSeconds": N}`` runs a
-command in the running container through CRI ExecSync and answers its output and exit code as
-JSON (for ``pods/{name}/exec``): output comes back when the command ends, there is no stdin.
+``/exec/{ns}/{pod}/{container}``, a WebSocket, runs a command in the running container
+(``execserver.py``, for ``pods/{name}/exec``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
@@ -18,17 +16,17 @@ from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from kray.runtime.cri import api_pb2 as pb
 from kray.runtime.logs import LogLine, afollow, read_log
 
+from .execserver import exec_route
 from .ports import CONTAINER_NAME, POD_UID
 
 log = logging.getLogger(__name__)
 
-EXEC_TIMEOUT_S = 300  # ExecSync buffers the output, so a command must end; the caller may ask longer
 
 if TYPE_CHECKING:
     from .kubelet import Kubelet
@@ -98,44 +96,13 @@ def log_app(kubelet: Kubelet) -> Starlette:
 
         return StreamingResponse(stream(), media_type="text/plain")
 
-    async def container_exec(request: Request) -> Response:
-        p = request.path_params
-        try:
-            body = await request.json()
-            command = [str(a) for a in body["command"]]
-            timeout = int(body.get("timeoutSeconds") or EXEC_TIMEOUT_S)
-        except (ValueError, KeyError, TypeError):
-            return PlainTextResponse('exec needs a JSON body {"command": [...]}\n', 400)
-        if not command:
-            return PlainTextResponse("exec: empty command\n", 400)
-        pod = kubelet.find_pod(p["namespace"], p["pod"])
-        if pod is None:
-            return PlainTextResponse(f"pod {p['namespace']}/{p['pod']} not found on this node\n", 404)
-        sel = {POD_UID: pod.metadata.uid or "", CONTAINER_NAME: p["container"]}
-        items = await kubelet.cri.list_containers(pb.ContainerFilter(label_selector=sel))
-        running = [c for c in items if c.state == pb.CONTAINER_RUNNING]
-        if not running:
-            msg = f'unable to upgrade connection: container not found ("{p["container"]}") or not running'
-            return PlainTextResponse(msg + "\n", 400)
-        target = max(running, key=lambda c: c.metadata.attempt)
-        try:
-            done = await kubelet.cri.exec_sync(target.id, command, timeout=timeout)
-        except Exception as exc:  # grpc errors: not running any more, deadline, no such binary...
-            details = getattr(exc, "details", None)
-            return PlainTextResponse(f"exec {command}: {details() if callable(details) else exc}\n", 500)
-        return JSONResponse({
-            "stdout": base64.b64encode(done.stdout).decode(),
-            "stderr": base64.b64encode(done.stderr).decode(),
-            "exitCode": done.exit_code,
-        })  # fmt: skip
-
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
 
     return Starlette(
         routes=[
             Route("/containerLogs/{namespace}/{pod}/{container}", container_logs),
-            Route("/exec/{namespace}/{pod}/{container}", container_exec, methods=["POST"]),
+            exec_route(kubelet),
             Route("/healthz", healthz),
         ]
     )

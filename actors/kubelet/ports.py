@@ -7,7 +7,7 @@ API server and the in-memory CRI of ``fakes.py`` (both with real semantics).
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncGenerator, AsyncIterator, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -56,6 +56,10 @@ class CriPort(Protocol):
     async def container_status(self, container_id: str, verbose: bool = False) -> pb.ContainerStatus: ...
 
     async def exec_sync(self, container_id: str, cmd: list[str], timeout: int = 0) -> pb.ExecSyncResponse: ...
+
+    def exec_stream(self, requests: AsyncIterator[pb.ExecStreamRequest]) -> AsyncGenerator[pb.ExecStreamResponse, None]:
+        """Output as it comes, then ``exited``; ``requests``: what to run, then stdin."""
+        ...
 
     async def image_status(self, image: str, verbose: bool = False) -> pb.ImageStatusResponse: ...
 

@@ -99,6 +99,11 @@ class RuntimeServiceStub:
                 request_serializer=cri_dot_api__pb2.ExecSyncRequest.SerializeToString,
                 response_deserializer=cri_dot_api__pb2.ExecSyncResponse.FromString,
                 _registered_method=True)
+        self.ExecStream = channel.stream_stream(
+                '/runtime.v1.RuntimeService/ExecStream',
+                request_serializer=cri_dot_api__pb2.ExecStreamRequest.SerializeToString,
+                response_deserializer=cri_dot_api__pb2.ExecStreamResponse.FromString,
+                _registered_method=True)
         self.Status = channel.unary_unary(
                 '/runtime.v1.RuntimeService/Status',
                 request_serializer=cri_dot_api__pb2.StatusRequest.SerializeToString,
@@ -187,6 +192,14 @@ class RuntimeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExecStream(self, request_iterator, context):
+        """kray's streaming exec. The CRI's Exec answers the URL of a separate streaming server;
+        one bidirectional stream over this same socket does that job without a second server.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Status(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -260,6 +273,11 @@ def add_RuntimeServiceServicer_to_server(servicer, server):
                     servicer.ExecSync,
                     request_deserializer=cri_dot_api__pb2.ExecSyncRequest.FromString,
                     response_serializer=cri_dot_api__pb2.ExecSyncResponse.SerializeToString,
+            ),
+            'ExecStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.ExecStream,
+                    request_deserializer=cri_dot_api__pb2.ExecStreamRequest.FromString,
+                    response_serializer=cri_dot_api__pb2.ExecStreamResponse.SerializeToString,
             ),
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
@@ -618,6 +636,33 @@ class RuntimeService:
             '/runtime.v1.RuntimeService/ExecSync',
             cri_dot_api__pb2.ExecSyncRequest.SerializeToString,
             cri_dot_api__pb2.ExecSyncResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/runtime.v1.RuntimeService/ExecStream',
+            cri_dot_api__pb2.ExecStreamRequest.SerializeToString,
+            cri_dot_api__pb2.ExecStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -10,6 +10,7 @@ with the server's status code (NOT_FOUND, ALREADY_EXISTS, ...). `timeout` is per
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from types import TracebackType
 
@@ -100,6 +101,19 @@ class RuntimeClient:
     async def exec_sync(self, container_id: str, cmd: list[str], timeout: int = 0) -> pb.ExecSyncResponse:
         req = pb.ExecSyncRequest(container_id=container_id, cmd=cmd, timeout=timeout)
         return await self.runtime.ExecSync(req, timeout=self.timeout + timeout)
+
+    async def exec_stream(
+        self, requests: AsyncIterator[pb.ExecStreamRequest]
+    ) -> AsyncGenerator[pb.ExecStreamResponse, None]:
+        """A command's output as it comes; ``requests`` opens with what to run, then stdin.
+        No deadline: it lasts as long as the command. Closing this iterator cancels the RPC,
+        and the runtime ends the command."""
+        call = self.runtime.ExecStream(requests)
+        try:
+            async for response in call:
+                yield response
+        finally:
+            call.cancel()
 
     # images -----------------------------------------------------------------------------------
     async def list_images(self, image: str = "") -> list[pb.Image]:

@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,6 +27,7 @@ import grpc
 from kray.runtime.containers import ContainerStatus
 from kray.runtime.cri import api_pb2 as pb
 from kray.runtime.cri import api_pb2_grpc as pbg
+from kray.runtime.cri.execstream import exec_stream
 from kray.runtime.images import ImageInfo
 from kray.runtime.logs import parse_time
 from kray.runtime.service import ContainerRecord, CriError, NodeRuntime, SandboxRecord
@@ -306,6 +307,21 @@ class RuntimeServicer(pbg.RuntimeServiceServicer):
     def ExecSync(self, request: pb.ExecSyncRequest, context: Any) -> pb.ExecSyncResponse:
         out, err, code = self.node.exec_sync(request.container_id, list(request.cmd), float(request.timeout))
         return pb.ExecSyncResponse(stdout=out, stderr=err, exit_code=code)
+
+    def ExecStream(
+        self, request_iterator: Iterator[pb.ExecStreamRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.ExecStreamResponse]:
+        # A generator: ``rpc`` would only guard its creation, so errors are mapped here.
+        t0 = time.monotonic()
+        try:
+            yield from exec_stream(self.node, request_iterator, context)
+        except CriError as exc:
+            context.abort(getattr(grpc.StatusCode, exc.code), str(exc))
+        except Exception as exc:
+            log.exception("ExecStream failed")
+            context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+        finally:
+            self.stats.record("ExecStream", time.monotonic() - t0)
 
 
 class ImageServicer(pbg.ImageServiceServicer):

@@ -115,6 +115,11 @@ def test_pods_and_a_training_job_on_a_real_node(ray_cluster: str, private_etcd: 
         # the command's exit code on.
         inside = kray(env, "exec", "sleeper", "--", "sh", "-c", "hostname; cat /proc/1/comm; exit 3")
         assert inside.returncode == 3 and inside.stdout.split() == ["sleeper", "sleep"], inside
+        piped = subprocess.run(
+            [KRAY, "exec", "-i", "sleeper", "--", "sh", "-c", "tr a-z A-Z; echo end >&2"],
+            env=env, input="through kubelet and runtime\n", capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert (piped.returncode, piped.stdout, piped.stderr) == (0, "THROUGH KUBELET AND RUNTIME\n", "end\n")
         import ray
 
         from kray.actors.kubelet.actor import actor_name

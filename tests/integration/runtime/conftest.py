@@ -8,16 +8,19 @@ import os
 import secrets
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import pytest
+from cri_harness import Service
 
 from kray.runtime.cgroups import CgroupV1
 from kray.runtime.containers import ContainerManager
+from kray.runtime.cri.client import RuntimeClient
 from kray.runtime.images import ImageStore
-from kray.runtime.network import BridgeNetwork, NetworkConfig
+from kray.runtime.network import NETNS_DIR, BridgeNetwork, NetworkConfig
 from kray.runtime.oci import ContainerConfig
 from kray.runtime.ocirt import CliRuntime, make_runtime
 from tests.leftovers import session_prefix
@@ -143,3 +146,38 @@ def bridge(crun_node: Node) -> Iterator[BridgeNetwork]:
         for pod in net.sandboxes():
             net.teardown(pod)
         net.delete_bridge()
+
+
+# --- the CRI service (cri_harness.py), one per test module that uses it ---
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path) -> Iterator[Service]:
+    if not shutil.which("crun"):
+        pytest.skip("crun not installed")
+    prefix = session_prefix("kc")
+    base = tmp_path_factory.mktemp(prefix)
+    subnet = f"10.{200 + secrets.randbelow(50)}.{secrets.randbelow(250)}.0/24"
+    svc = Service(prefix, base, base / "run" / "cri.sock", subnet)
+    try:
+        svc.start()
+        yield svc
+    finally:
+        svc.hard_cleanup()
+        assert not (NETNS_DIR / f"{prefix}").exists()
+        assert not CgroupV1(f"/{prefix}").exists()
+
+
+@pytest.fixture
+async def cri(service: Service, busybox_tar: Path) -> AsyncIterator[RuntimeClient]:
+    client = RuntimeClient(service.socket, timeout=60)
+    await client.wait_ready(30)
+    if not await client.list_images("busybox"):
+        await client.pull_image(f"oci-archive:{busybox_tar}:busybox:latest")
+    try:
+        yield client
+    finally:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            for sb in await client.list_pod_sandbox():
+                await client.remove_pod_sandbox(sb.id)
+        await client.close()

@@ -1,12 +1,11 @@
-"""``pods/{name}/exec``: the kubelet's /exec endpoint (CRI ExecSync), and the API server's
-WebSocket in Kubernetes' channel protocol, served by a real uvicorn on loopback and driven by a
-WebSocket client, by `kray exec` (the installed console script) and by the official
-``kubernetes`` client's ``stream``."""
+"""``pods/{name}/exec``: the kubelet's /exec WebSocket (over the runtime's ExecStream) and the API
+server's relay to it, both in Kubernetes' channel protocol and served by real uvicorns on
+loopback, driven by a WebSocket client, by `kray exec` (the installed console script, stdin
+included) and by the official ``kubernetes`` client's ``stream``."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import os
@@ -28,7 +27,7 @@ from kray.etcd_server import free_port
 
 KRAY = str(Path(sys.executable).with_name("kray"))
 BUSY = {"name": "main", "image": "busybox", "command": ["sleep", "1000"]}
-V4 = [Subprotocol("v4.channel.k8s.io")]
+V5 = [Subprotocol("v5.channel.k8s.io")]
 
 
 def scripted(container: str, cmd: list[str]) -> tuple[int, bytes]:
@@ -39,12 +38,10 @@ def scripted(container: str, cmd: list[str]) -> tuple[int, bytes]:
 
 
 @contextlib.asynccontextmanager
-async def serving(env: Env) -> AsyncIterator[str]:
-    """The API server on a real port (WebSockets need one), its exec routed to this kubelet."""
-    env.api.exec.transport = httpx.ASGITransport(app=log_app(env.kubelet))
+async def served(app: Any) -> AsyncIterator[str]:
     port = free_port()
     config = uvicorn.Config(
-        env.api.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", ws="websockets-sansio"
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", ws="websockets-sansio"
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -57,11 +54,25 @@ async def serving(env: Env) -> AsyncIterator[str]:
         await task
 
 
-async def ws_exec(address: str, pod: str, query: str, token: str = "t") -> tuple[bytes, bytes, dict[str, Any]]:
-    url = f"ws://{address}/api/v1/namespaces/default/pods/{pod}/exec?{query}"
+@contextlib.asynccontextmanager
+async def serving(env: Env) -> AsyncIterator[str]:
+    """The API server and the kubelet on real ports (WebSockets need them), exec relayed between."""
+    async with served(log_app(env.kubelet)) as kubelet, served(env.api.app) as api:
+        env.api.exec.kubelet_base = f"http://{kubelet}"
+        yield api
+
+
+async def ws_exec(
+    address: str, pod: str, query: str, token: str = "t", stdin: tuple[bytes, ...] = (), path: str = ""
+) -> tuple[bytes, bytes, dict[str, Any]]:
+    url = f"ws://{address}{path or f'/api/v1/namespaces/default/pods/{pod}/exec'}?{query}"
     out, err, status = b"", b"", {}
-    async with connect(url, subprotocols=V4, additional_headers={"Authorization": f"Bearer {token}"}) as ws:
-        assert ws.subprotocol == "v4.channel.k8s.io"
+    async with connect(url, subprotocols=V5, additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+        assert ws.subprotocol == "v5.channel.k8s.io"
+        for chunk in stdin:
+            await ws.send(b"\x00" + chunk)
+        if stdin:
+            await ws.send(b"\xff\x00")  # v5: stdin is closed
         async for message in ws:
             assert isinstance(message, bytes)
             channel, data = message[0], message[1:]
@@ -84,20 +95,21 @@ async def running(env: Env) -> Env:
 
 
 async def test_kubelet_exec_endpoint(running: Env) -> None:
-    app = log_app(running.kubelet)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://node") as node:
-        r = await node.post("/exec/default/one/main", json={"command": ["echo", "hi"]})
-        assert r.status_code == 200
-        assert base64.b64decode(r.json()["stdout"]) == b"main: echo hi\n" and r.json()["exitCode"] == 0
-        r = await node.post("/exec/default/two/side", json={"command": ["exit", "4"]})
-        assert r.json()["exitCode"] == 4
-        assert (await node.post("/exec/default/nope/main", json={"command": ["ls"]})).status_code == 404
-        assert (await node.post("/exec/default/one/main", json={"command": []})).status_code == 400
-        assert (await node.post("/exec/default/one/main", content=b"ls")).status_code == 400
+    async with served(log_app(running.kubelet)) as kubelet:
+        out, _, status = await ws_exec(
+            kubelet, "", "command=cat&stdin=true", stdin=(b"a", b"b"), path="/exec/default/one/main"
+        )
+        assert (out, status) == (b"main: cat\nab", {"metadata": {}, "status": "Success"})
+        _, _, status = await ws_exec(kubelet, "", "command=exit&command=4", path="/exec/default/two/side")
+        assert status["details"]["causes"] == [{"reason": "ExitCode", "message": "4"}]
+        _, _, status = await ws_exec(kubelet, "", "command=ls", path="/exec/default/nope/main")
+        assert status["status"] == "Failure" and "pod default/nope not found on this node" in status["message"]
+        _, _, status = await ws_exec(kubelet, "", "command=sh&tty=true", path="/exec/default/one/main")
+        assert "a TTY is not supported" in status["message"]
         uid = (await running.pod("one")).metadata.uid
         running.cri.exit(running.cri.by_name(uid, "main")[0].id, 0)
-        r = await node.post("/exec/default/one/main", json={"command": ["ls"]})
-        assert r.status_code == 400 and "not running" in r.text
+        _, _, status = await ws_exec(kubelet, "", "command=ls", path="/exec/default/one/main")
+        assert "not running" in status["message"]
 
 
 async def test_exec_websocket_channels_and_statuses(running: Env) -> None:
@@ -112,8 +124,8 @@ async def test_exec_websocket_channels_and_statuses(running: Env) -> None:
         _, _, status = await ws_exec(address, "two", "command=ls")
         assert status["status"] == "Failure" and status["code"] == 400
         assert "a container name must be specified for pod two, choose one of: [main side]" in status["message"]
-        _, _, status = await ws_exec(address, "one", "command=sh&stdin=true")
-        assert "interactive exec (stdin/tty) is not supported" in status["message"]
+        out, _, status = await ws_exec(address, "one", "command=cat&stdin=true", stdin=(b"through ", b"the relay\n"))
+        assert out == b"main: cat\nthrough the relay\n" and status["status"] == "Success"
         _, _, status = await ws_exec(address, "ghost", "command=ls")
         assert status["code"] == 404 and status["reason"] == "NotFound"
 
@@ -131,8 +143,9 @@ async def test_kray_exec_and_the_kubernetes_client(running: Env, tmp_path: Path)
 
         async def kray(*args: str) -> tuple[int, str, str]:
             proc = await asyncio.create_subprocess_exec(
-                KRAY, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-            )
+                KRAY, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                stdin=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
             out, err = await proc.communicate()
             return proc.returncode or 0, out.decode(), err.decode()
 
@@ -141,7 +154,13 @@ async def test_kray_exec_and_the_kubernetes_client(running: Env, tmp_path: Path)
         code, _, err = await kray("exec", "two", "--", "ls")
         assert code == 1 and "error: a container name must be specified for pod two" in err
         code, _, err = await kray("exec", "-it", "one", "--", "sh")
-        assert code == 1 and "interactive exec (-i/-t) is not supported" in err
+        assert code == 1 and "a TTY (-t) is not supported" in err
+        proc = await asyncio.create_subprocess_exec(
+            KRAY, "exec", "-i", "one", "--", "cat", env=env, stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        piped = await proc.communicate(b"piped in\n")
+        assert (proc.returncode, *piped) == (0, b"main: cat\npiped in\n", b"")
 
         def official() -> tuple[str, int | None]:
             from kubernetes import client as k8s

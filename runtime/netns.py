@@ -47,23 +47,32 @@ def remove(name: str) -> None:
 
 
 @contextlib.contextmanager
+def entered(path: str | Path) -> Iterator[None]:
+    """This thread inside the namespace at ``path`` for the block, then back in its own: for
+    opening sockets there (they stay in it). Keep the block short: nothing else should run
+    on this thread in the meantime."""
+    target = os.open(path, os.O_RDONLY)
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        _setns(target)
+        try:
+            yield
+        finally:
+            _setns(own)
+    finally:
+        os.close(target)
+        os.close(own)
+
+
+@contextlib.contextmanager
 def iproute(name: str | None = None) -> Iterator[IPRoute]:
     """An ``IPRoute`` in the named namespace (the current one when ``name`` is None)."""
     if not name:
         with IPRoute() as ip:
             yield ip
         return
-    target = os.open(NETNS_DIR / name, os.O_RDONLY)
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        _setns(target)
-        try:
-            ip = IPRoute()
-        finally:
-            _setns(own)
-    finally:
-        os.close(target)
-        os.close(own)
+    with entered(NETNS_DIR / name):
+        ip = IPRoute()
     try:
         yield ip
     finally:

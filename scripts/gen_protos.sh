@@ -35,15 +35,16 @@ echo "generated in $out: $(cd "$out" && ls *_pb2*.py* | tr '\n' ' ')"
 # pool carries a directory and cannot clash with some other library's "api.proto".
 cri_root="$root/runtime"
 cd "$cri_root"
-"$python" -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. cri/api.proto
+"$python" -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. cri/api.proto cri/portforward.proto
 "$python" - <<'PY'
 import re
 from pathlib import Path
 
-for name in ("cri/api_pb2.py", "cri/api_pb2_grpc.py", "cri/api_pb2.pyi"):
+names = [f"cri/{base}{ext}" for base in ("api_pb2", "portforward_pb2") for ext in (".py", "_grpc.py", ".pyi")]
+for name in names:
     path = Path(name)
     text = path.read_text()
-    text = re.sub(r"^from cri import api_pb2 as ", "from . import api_pb2 as ", text, flags=re.M)
+    text = re.sub(r"^from cri import (api_pb2|portforward_pb2) as ", r"from . import \1 as ", text, flags=re.M)
     text = re.sub(r"^_runtime_version\.ValidateProtobufRuntimeVersion\(\n(?:    .*\n)*?\)\n", "", text, flags=re.M)
     text = re.sub(r"^GRPC_GENERATED_VERSION = '[^']*'", "GRPC_GENERATED_VERSION = '1.66.0'", text, flags=re.M)
     path.write_text(text)

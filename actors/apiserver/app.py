@@ -122,6 +122,7 @@ class ApiServer:
             Route("/apis/{group}/{version}", self._group_resources),
             Route("/api/v1/namespaces/{namespace}/pods/{name}/log", self.logs.handle),
             WebSocketRoute("/api/v1/namespaces/{namespace}/pods/{name}/exec", self.exec.handle),
+            WebSocketRoute("/api/v1/namespaces/{namespace}/pods/{name}/portforward", self.exec.handle_portforward),
             Route("/api/{version}/{rest:path}", self._legacy_endpoint, methods=[*_ITEM_METHODS, "POST"]),
             Route("/apis/{group}/{version}/{rest:path}", self._group_endpoint, methods=[*_ITEM_METHODS, "POST"]),
         ]
@@ -273,7 +274,7 @@ class ApiServer:
             raise errors.method_not_allowed()
         if t.watch:
             return self._watch(request, t, field_name=t.name)
-        if t.subresource == "exec":  # a WebSocket (podexec.py) never reaches here; plain HTTP does
+        if t.subresource in ("exec", "portforward"):  # WebSockets (podexec.py) never reach here
             raise errors.bad_request("Upgrade request required")
         if t.subresource == "binding":
             if method != "POST" or t.namespace is None:

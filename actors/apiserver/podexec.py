@@ -1,4 +1,4 @@
-"""``pods/{name}/exec`` over a WebSocket, in Kubernetes' channel protocol, relayed to the kubelet.
+"""``pods/{name}/exec`` and ``pods/{name}/portforward`` over WebSockets, relayed to the kubelet.
 
 What kubectl and the official clients speak (``kray.client.channels``): ``v5.channel.k8s.io`` or
 ``v4.channel.k8s.io``, binary messages led by their channel byte. The API server checks the
@@ -6,6 +6,10 @@ request (the pod, its node, the container, a command), opens the same protocol t
 the pod's node (``/exec/...``, ``execserver.py``) and copies messages both ways until either side
 closes: stdin in, stdout/stderr out as the command writes them, the exit Status last. A request
 that cannot be served gets a Failure Status on the error channel that says why.
+
+Port forwarding is relayed the same way to the kubelet's ``/portForward/...``: data and error
+channels per port (``kubelet/portforward.py``). A request the API server refuses (no such pod,
+bad ports) is answered on every port's error channel.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -47,6 +52,12 @@ class PodExec:
         self.kubelet_base: str | None = None  # tests: the kubelet's URL, whatever the Node says
 
     async def handle(self, ws: WebSocket) -> None:
+        await self._serve(ws, self._kubelet_url)
+
+    async def handle_portforward(self, ws: WebSocket) -> None:
+        await self._serve(ws, self._portforward_url)
+
+    async def _serve(self, ws: WebSocket, target: Callable[[WebSocket], Awaitable[str]]) -> None:
         protocol = channels.choose(ws.headers.get("sec-websocket-protocol", ""))
         if protocol is None:
             # Refused before the upgrade: the client sees an HTTP 403 and no half-open socket.
@@ -54,7 +65,7 @@ class PodExec:
             return
         await ws.accept(subprotocol=protocol)
         try:
-            url = await self._kubelet_url(ws)
+            url = await target(ws)
             async with connect(url, subprotocols=[Subprotocol(protocol)], open_timeout=10, max_size=None) as node:
                 await self._relay(ws, node)
         except errors.ApiError as exc:
@@ -66,8 +77,31 @@ class PodExec:
 
     async def _fail(self, ws: WebSocket, status: dict[str, Any]) -> None:
         with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-            await ws.send_bytes(bytes([channels.ERROR]) + json.dumps(status).encode())
+            if ws.url.path.endswith("/portforward"):  # every port's error channel, as text
+                for i, port in enumerate(_ports(ws)):
+                    await ws.send_bytes(bytes([2 * i]) + port.to_bytes(2, "little"))
+                    await ws.send_bytes(bytes([2 * i + 1]) + port.to_bytes(2, "little"))
+                    await ws.send_bytes(bytes([2 * i + 1]) + str(status.get("message", status)).encode())
+            else:
+                await ws.send_bytes(bytes([channels.ERROR]) + json.dumps(status).encode())
             await ws.close()
+
+    async def _running_pod(self, ws: WebSocket) -> Any:
+        ns, name = ws.path_params["namespace"], ws.path_params["name"]
+        pod: Any = await self.handlers.get(self.registry.get("v1", "Pod"), ns, name)
+        if pod.status is None or pod.status.phase != "Running":
+            phase = pod.status.phase if pod.status else "Pending"
+            raise errors.bad_request(f"pod {name} is not running; current phase is {phase}")
+        return pod
+
+    async def _portforward_url(self, ws: WebSocket) -> str:
+        ports = _ports(ws)
+        if not ports:
+            raise errors.bad_request("ports: at least one port (1-65535, each once) is required")
+        pod = await self._running_pod(ws)
+        base = self.kubelet_base or await kubelet_url(self.handlers, self.registry, pod)
+        query = urlencode([("ports", ",".join(str(p) for p in ports))])
+        return f"ws{base.removeprefix('http')}/portForward/{pod.metadata.namespace}/{pod.metadata.name}?{query}"
 
     async def _kubelet_url(self, ws: WebSocket) -> str:
         query = ws.query_params
@@ -104,3 +138,14 @@ class PodExec:
             to_node.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await to_node
+
+
+def _ports(ws: WebSocket) -> list[int]:
+    """The ``ports`` asked for, in order; empty when any is not a port or repeats."""
+    ports: list[int] = []
+    for value in ws.query_params.getlist("ports"):
+        for part in value.split(","):
+            if not part.strip().isdigit() or not 0 < int(part) < 65536 or int(part) in ports:
+                return []
+            ports.append(int(part))
+    return ports

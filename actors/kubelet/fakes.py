@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 
 from kray.runtime.cri import api_pb2 as pb
+from kray.runtime.cri import portforward_pb2 as pfpb
 
 
 def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
@@ -56,6 +57,9 @@ class FakeCri:
     log_root: str = "/nonexistent/logs"
     stop_exit_code: int = 143  # what a SIGTERM'd process exits with
     exec_handler: Callable[[str, list[str]], tuple[int, bytes]] = lambda name, cmd: (0, b"")
+    # Ports "listening" in every sandbox: each chunk a connection receives is answered with
+    # handler(chunk). A port not listed refuses connections.
+    listening: dict[int, Callable[[bytes], bytes]] = field(default_factory=dict)
     network_ready: bool = True
     sandboxes: dict[str, _Sandbox] = field(default_factory=dict)
     containers: dict[str, _Container] = field(default_factory=dict)
@@ -278,6 +282,29 @@ class FakeCri:
                 if req.stdin_closed:
                     break
         yield pb.ExecStreamResponse(exited=True, exit_code=code)
+
+    async def port_forward(
+        self, requests: AsyncIterator[pfpb.PortForwardRequest]
+    ) -> AsyncGenerator[pfpb.PortForwardResponse, None]:
+        first = await anext(requests, None)
+        if first is None:
+            raise rpc_error(grpc.StatusCode.INVALID_ARGUMENT, "port-forward: the stream ended before naming a port")
+        self.calls.append(("PortForward", (first.pod_sandbox_id, first.port)))
+        if first.pod_sandbox_id not in self.sandboxes:
+            raise rpc_error(grpc.StatusCode.NOT_FOUND, f"pod sandbox {first.pod_sandbox_id} not found")
+        handler = self.listening.get(first.port)
+        if handler is None:
+            raise rpc_error(grpc.StatusCode.UNAVAILABLE, f"connect to port {first.port}: Connection refused")
+        pending = [first]
+        while pending:
+            req = pending.pop()
+            if req.data:
+                yield pfpb.PortForwardResponse(data=handler(req.data))
+            if req.close_write:
+                return
+            nxt = await anext(requests, None)
+            if nxt is not None:
+                pending.append(nxt)
 
     # --- images -------------------------------------------------------------------------------
     async def image_status(self, image: str, verbose: bool = False) -> pb.ImageStatusResponse:

@@ -3,7 +3,8 @@
 ``GET /containerLogs/{ns}/{pod}/{container}`` with ``follow``, ``tailLines``, ``previous``,
 ``timestamps`` reads the CRI log files the runtime writes (for ``pods/{name}/log``).
 ``/exec/{ns}/{pod}/{container}``, a WebSocket, runs a command in the running container
-(``execserver.py``, for ``pods/{name}/exec``).
+(``execserver.py``, for ``pods/{name}/exec``); ``/portForward/{ns}/{pod}``, a WebSocket, carries
+connections to the pod's ports (``portforward.py``, for ``pods/{name}/portforward``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from kray.runtime.cri import api_pb2 as pb
 from kray.runtime.logs import LogLine, afollow, read_log
 
 from .execserver import exec_route
+from .portforward import portforward_route
 from .ports import CONTAINER_NAME, POD_UID
 
 log = logging.getLogger(__name__)
@@ -103,6 +105,7 @@ def log_app(kubelet: Kubelet) -> Starlette:
         routes=[
             Route("/containerLogs/{namespace}/{pod}/{container}", container_logs),
             exec_route(kubelet),
+            portforward_route(kubelet),
             Route("/healthz", healthz),
         ]
     )

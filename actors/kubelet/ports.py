@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kray.runtime.cri import api_pb2 as pb
+from kray.runtime.cri import portforward_pb2 as pfpb
 
 # CRI labels that tie a sandbox/container to its Pod (the names the real kubelet uses), so a
 # restarted kubelet finds what it started before.
@@ -59,6 +60,12 @@ class CriPort(Protocol):
 
     def exec_stream(self, requests: AsyncIterator[pb.ExecStreamRequest]) -> AsyncGenerator[pb.ExecStreamResponse, None]:
         """Output as it comes, then ``exited``; ``requests``: what to run, then stdin."""
+        ...
+
+    def port_forward(
+        self, requests: AsyncIterator[pfpb.PortForwardRequest]
+    ) -> AsyncGenerator[pfpb.PortForwardResponse, None]:
+        """Bytes from a port inside a pod; ``requests``: the sandbox and port, then bytes to it."""
         ...
 
     async def image_status(self, image: str, verbose: bool = False) -> pb.ImageStatusResponse: ...

@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "drain": "kray.cli.node:drain_cmd",
     "logs": "kray.cli.logs:logs_cmd",
     "exec": "kray.cli.exec:exec_cmd",
+    "port-forward": "kray.cli.portforward:portforward_cmd",
     "api-resources": "kray.cli.info:api_resources_cmd",
     "version": "kray.cli.info:version_cmd",
     "image": "kray.cli.image:image",

@@ -18,6 +18,8 @@ import grpc
 
 from kray.runtime.cri import api_pb2 as pb
 from kray.runtime.cri import api_pb2_grpc as pbg
+from kray.runtime.cri import portforward_pb2 as pfpb
+from kray.runtime.cri import portforward_pb2_grpc as pfgrpc
 
 DEFAULT_TIMEOUT = 120.0
 
@@ -29,6 +31,19 @@ class RuntimeClient:
         self.channel = grpc.aio.insecure_channel(f"unix:{self.socket_path}")
         self.runtime = pbg.RuntimeServiceStub(self.channel)
         self.image = pbg.ImageServiceStub(self.channel)
+        self.port_forwarder = pfgrpc.PortForwardServiceStub(self.channel)
+
+    async def port_forward(
+        self, requests: AsyncIterator[pfpb.PortForwardRequest]
+    ) -> AsyncGenerator[pfpb.PortForwardResponse, None]:
+        """Bytes from a port inside a pod; ``requests`` opens with the sandbox and port, then
+        carries bytes to it. No deadline. Closing this iterator cancels the RPC and the connection."""
+        call = self.port_forwarder.PortForwardStream(requests)
+        try:
+            async for response in call:
+                yield response
+        finally:
+            call.cancel()
 
     async def close(self) -> None:
         await self.channel.close()

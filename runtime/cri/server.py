@@ -27,6 +27,7 @@ import grpc
 from kray.runtime.containers import ContainerStatus
 from kray.runtime.cri import api_pb2 as pb
 from kray.runtime.cri import api_pb2_grpc as pbg
+from kray.runtime.cri import portforward
 from kray.runtime.cri.execstream import exec_stream
 from kray.runtime.images import ImageInfo
 from kray.runtime.logs import parse_time
@@ -362,9 +363,10 @@ class ImageServicer(pbg.ImageServiceServicer):
         return pb.RemoveImageResponse()
 
 
-def serve(node: NodeRuntime, socket_path: Path | str, max_workers: int = 16) -> grpc.Server:
+def serve(node: NodeRuntime, socket_path: Path | str, max_workers: int = 64) -> grpc.Server:
     """Start serving on `unix:<socket_path>` (a stale socket file is replaced); returns the
-    started server (call .stop(grace) to end it)."""
+    started server (call .stop(grace) to end it). Streams (exec, port-forward) hold a worker
+    each while they last, hence more workers than the unary calls alone would need."""
     path = Path(socket_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() or path.is_symlink():
@@ -373,6 +375,7 @@ def serve(node: NodeRuntime, socket_path: Path | str, max_workers: int = 16) -> 
     stats = RpcStats()
     pbg.add_RuntimeServiceServicer_to_server(RuntimeServicer(node, stats), server)
     pbg.add_ImageServiceServicer_to_server(ImageServicer(node, stats), server)
+    portforward.add_to_server(node, server)
     if server.add_insecure_port(f"unix:{path}") == 0:
         raise OSError(f"cannot listen on unix:{path}")
     server.start()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -120,6 +121,8 @@ def test_pods_and_a_training_job_on_a_real_node(ray_cluster: str, private_etcd: 
             env=env, input="through kubelet and runtime\n", capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert (piped.returncode, piped.stdout, piped.stderr) == (0, "THROUGH KUBELET AND RUNTIME\n", "end\n")
+        wait_for("web Running", lambda: pod_json(env, "web").get("status", {}).get("phase") == "Running")
+        assert fetch_forwarded(env, "web", ":http", b"GET /f HTTP/1.0\r\n\r\n").endswith(b"forwarded\n")
         import ray
 
         from kray.actors.kubelet.actor import actor_name
@@ -163,6 +166,27 @@ def test_pods_and_a_training_job_on_a_real_node(ray_cluster: str, private_etcd: 
     assert prefix not in links
 
 
+def fetch_forwarded(env: dict[str, str], pod: str, ports: str, request: bytes) -> bytes:
+    """`kray port-forward` to the pod, then one request through it (retried until served)."""
+    forward = subprocess.Popen([KRAY, "port-forward", pod, ports], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert forward.stdout is not None
+        line = forward.stdout.readline()
+        assert line.startswith("Forwarding from 127.0.0.1:"), line
+        local = int(line.split(":")[1].split()[0])
+        deadline = time.monotonic() + 30
+        while True:
+            with socket.create_connection(("127.0.0.1", local), timeout=10) as sock:
+                sock.sendall(request)
+                answer = b"".join(iter(lambda: sock.recv(65536), b""))
+            if answer or time.monotonic() > deadline:
+                return answer
+            time.sleep(0.3)  # the server in the pod is not listening yet
+    finally:
+        forward.terminate()
+        forward.wait(10)
+
+
 PODS = """
 apiVersion: v1
 kind: Pod
@@ -182,4 +206,15 @@ spec:
   - name: main
     image: busybox:latest
     command: [sleep, "3600"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  containers:
+  - name: main
+    image: busybox:latest
+    # On the pod's loopback only: what port-forward reaches and the pod IP does not.
+    command: [sh, -c, "mkdir -p /www && echo forwarded > /www/f && exec httpd -f -p 127.0.0.1:8080 -h /www"]
+    ports: [{name: http, containerPort: 8080}]
 """

@@ -99,6 +99,11 @@ class RuntimeServiceStub:
                 request_serializer=cri_dot_api__pb2.ExecSyncRequest.SerializeToString,
                 response_deserializer=cri_dot_api__pb2.ExecSyncResponse.FromString,
                 _registered_method=True)
+        self.ListContainerStats = channel.unary_unary(
+                '/runtime.v1.RuntimeService/ListContainerStats',
+                request_serializer=cri_dot_api__pb2.ListContainerStatsRequest.SerializeToString,
+                response_deserializer=cri_dot_api__pb2.ListContainerStatsResponse.FromString,
+                _registered_method=True)
         self.ExecStream = channel.stream_stream(
                 '/runtime.v1.RuntimeService/ExecStream',
                 request_serializer=cri_dot_api__pb2.ExecStreamRequest.SerializeToString,
@@ -192,6 +197,12 @@ class RuntimeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListContainerStats(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ExecStream(self, request_iterator, context):
         """kray's streaming exec. The CRI's Exec answers the URL of a separate streaming server;
         one bidirectional stream over this same socket does that job without a second server.
@@ -273,6 +284,11 @@ def add_RuntimeServiceServicer_to_server(servicer, server):
                     servicer.ExecSync,
                     request_deserializer=cri_dot_api__pb2.ExecSyncRequest.FromString,
                     response_serializer=cri_dot_api__pb2.ExecSyncResponse.SerializeToString,
+            ),
+            'ListContainerStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListContainerStats,
+                    request_deserializer=cri_dot_api__pb2.ListContainerStatsRequest.FromString,
+                    response_serializer=cri_dot_api__pb2.ListContainerStatsResponse.SerializeToString,
             ),
             'ExecStream': grpc.stream_stream_rpc_method_handler(
                     servicer.ExecStream,
@@ -636,6 +652,33 @@ class RuntimeService:
             '/runtime.v1.RuntimeService/ExecSync',
             cri_dot_api__pb2.ExecSyncRequest.SerializeToString,
             cri_dot_api__pb2.ExecSyncResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListContainerStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/ListContainerStats',
+            cri_dot_api__pb2.ListContainerStatsRequest.SerializeToString,
+            cri_dot_api__pb2.ListContainerStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

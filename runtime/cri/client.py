@@ -113,6 +113,11 @@ class RuntimeClient:
         resp = await self.runtime.ContainerStatus(req, timeout=self.timeout)
         return resp.status
 
+    async def list_container_stats(self, filter: pb.ContainerStatsFilter | None = None) -> list[pb.ContainerStats]:
+        req = pb.ListContainerStatsRequest(filter=filter or pb.ContainerStatsFilter())
+        resp = await self.runtime.ListContainerStats(req, timeout=self.timeout)
+        return list(resp.stats)
+
     async def exec_sync(self, container_id: str, cmd: list[str], timeout: int = 0) -> pb.ExecSyncResponse:
         req = pb.ExecSyncRequest(container_id=container_id, cmd=cmd, timeout=timeout)
         return await self.runtime.ExecSync(req, timeout=self.timeout + timeout)

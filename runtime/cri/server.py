@@ -32,6 +32,7 @@ from kray.runtime.cri.execstream import exec_stream
 from kray.runtime.images import ImageInfo
 from kray.runtime.logs import parse_time
 from kray.runtime.service import ContainerRecord, CriError, NodeRuntime, SandboxRecord
+from kray.runtime.stats import StatsSampler
 
 log = logging.getLogger("kray.runtime.cri")
 
@@ -152,6 +153,7 @@ class RuntimeServicer(pbg.RuntimeServiceServicer):
     def __init__(self, node: NodeRuntime, stats: RpcStats | None = None) -> None:
         self.node = node
         self.stats = stats or RpcStats()
+        self.usage = StatsSampler()  # remembers samples: CPU rates between two calls
 
     @rpc
     def Version(self, request: pb.VersionRequest, context: Any) -> pb.VersionResponse:
@@ -303,6 +305,40 @@ class RuntimeServicer(pbg.RuntimeServiceServicer):
                 )
             )
         return pb.ListContainersResponse(containers=out)
+
+    @rpc
+    def ListContainerStats(self, request: pb.ListContainerStatsRequest, context: Any) -> pb.ListContainerStatsResponse:
+        """Usage of the running containers the filter selects (``runtime/stats.py``)."""
+        f, out, running = request.filter, [], set()
+        for rec in self.node.list_containers(sandbox_id=f.pod_sandbox_id or None):
+            cfg = rec.pb_config()
+            if (f.id and not rec.id.startswith(f.id)) or not _labels_match(cfg.labels, f.label_selector):
+                continue
+            st = self.node.containers.status(rec.id)
+            if st.state != "running":
+                continue
+            running.add(rec.id)
+            try:
+                parent = self.node.sandbox(rec.sandbox_id).cgroup_parent
+            except CriError:
+                continue
+            u = self.usage.sample(rec.id, f"{parent.rstrip('/')}/{rec.id}" if parent else None, st.pid)
+            cpu = pb.CpuUsage(timestamp=u.timestamp_ns, usage_core_nano_seconds=pb.UInt64Value(value=u.cpu_ns))
+            if u.nano_cores is not None:
+                cpu.usage_nano_cores.value = u.nano_cores
+            memory = pb.MemoryUsage(
+                timestamp=u.timestamp_ns,
+                working_set_bytes=pb.UInt64Value(value=u.working_set_bytes),
+                usage_bytes=pb.UInt64Value(value=u.usage_bytes),
+                rss_bytes=pb.UInt64Value(value=u.rss_bytes),
+            )
+            attrs = pb.ContainerAttributes(
+                id=rec.id, metadata=cfg.metadata, labels=cfg.labels, annotations=cfg.annotations
+            )
+            out.append(pb.ContainerStats(attributes=attrs, cpu=cpu, memory=memory))
+        if not f.id and not f.pod_sandbox_id and not f.label_selector:
+            self.usage.forget(running)
+        return pb.ListContainerStatsResponse(stats=out)
 
     @rpc
     def ExecSync(self, request: pb.ExecSyncRequest, context: Any) -> pb.ExecSyncResponse:

@@ -27,7 +27,7 @@ from kray.actors.store.objects import ObjectStore, to_json_bytes
 from kray.crds.meta import Resource, utcnow
 from kray.crds.registry import REGISTRY, KindInfo, Registry, UnknownKindError
 
-from . import crd, discovery, errors, tables
+from . import crd, discovery, errors, metricsapi, tables
 from .admission import SYSTEM_NAMESPACES, AdmissionHook, NamespaceLifecycle
 from .auth import BearerAuth
 from .binding import Bindings
@@ -36,6 +36,7 @@ from .clusterip import ClusterIPAllocator
 from .handlers import Handlers
 from .lists import Stored, list_body, parse_filter, with_resource_version
 from .logs import PodLogs
+from .metricsapi import MetricsApi
 from .patch import PATCH_TYPES
 from .paths import RESOURCE_METHODS, Target, resolve, resource_path
 from .podexec import PodExec
@@ -107,6 +108,7 @@ class ApiServer:
         )
         self.bindings = Bindings(store, clock)  # pods/{name}/binding: the scheduler's write path
         self.logs = PodLogs(self.handlers, registry)  # pods/{name}/log: proxied to the node's kubelet
+        self.metrics = MetricsApi(self.handlers, registry)  # metrics.k8s.io: usage from the kubelets
         self.exec = PodExec(self.handlers, registry)  # pods/{name}/exec: a WebSocket, run by the kubelet
         self.stopping = asyncio.Event()
         self._started = False
@@ -123,6 +125,7 @@ class ApiServer:
             Route("/api/v1/namespaces/{namespace}/pods/{name}/log", self.logs.handle),
             WebSocketRoute("/api/v1/namespaces/{namespace}/pods/{name}/exec", self.exec.handle),
             WebSocketRoute("/api/v1/namespaces/{namespace}/pods/{name}/portforward", self.exec.handle_portforward),
+            *self.metrics.routes(),
             Route("/api/{version}/{rest:path}", self._legacy_endpoint, methods=[*_ITEM_METHODS, "POST"]),
             Route("/apis/{group}/{version}/{rest:path}", self._group_endpoint, methods=[*_ITEM_METHODS, "POST"]),
         ]
@@ -131,7 +134,12 @@ class ApiServer:
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Resource requests straight to the endpoint; the rest through Starlette's routes."""
-        if scope["type"] == "http" and scope["method"] in RESOURCE_METHODS and not scope.get("root_path"):
+        if (
+            scope["type"] == "http"
+            and scope["method"] in RESOURCE_METHODS
+            and not scope.get("root_path")
+            and not scope["path"].startswith(metricsapi.PREFIX)
+        ):
             parts = resource_path(scope["path"])
             if parts is not None:
                 # _endpoint turns every exception into a Status response, so Starlette's
@@ -219,9 +227,13 @@ class ApiServer:
         return JSONResponse(discovery.api_versions(address))
 
     async def _api_groups(self, request: Request) -> Response:
-        return JSONResponse(discovery.api_group_list(self.registry))
+        groups = discovery.api_group_list(self.registry)
+        groups["groups"].append(metricsapi.group_doc())
+        return JSONResponse(groups)
 
     async def _api_group(self, request: Request) -> Response:
+        if request.path_params["group"] == metricsapi.GROUP:
+            return JSONResponse({"kind": "APIGroup", "apiVersion": "v1", **metricsapi.group_doc()})
         doc = discovery.api_group(self.registry, request.path_params["group"])
         return JSONResponse(doc) if doc else errors.resource_not_found().response()
 
@@ -231,6 +243,8 @@ class ApiServer:
 
     async def _group_resources(self, request: Request) -> Response:
         p = request.path_params
+        if (p["group"], p["version"]) == (metricsapi.GROUP, metricsapi.VERSION):
+            return JSONResponse(metricsapi.resource_list())
         doc = discovery.api_resource_list(self.registry, p["group"], p["version"])
         return JSONResponse(doc) if doc else errors.resource_not_found().response()
 

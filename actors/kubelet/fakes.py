@@ -60,6 +60,8 @@ class FakeCri:
     # Ports "listening" in every sandbox: each chunk a connection receives is answered with
     # handler(chunk). A port not listed refuses connections.
     listening: dict[int, Callable[[bytes], bytes]] = field(default_factory=dict)
+    # Usage of running containers, by container name: (nano cores, working-set bytes).
+    usage: dict[str, tuple[int, int]] = field(default_factory=dict)
     network_ready: bool = True
     sandboxes: dict[str, _Sandbox] = field(default_factory=dict)
     containers: dict[str, _Container] = field(default_factory=dict)
@@ -282,6 +284,27 @@ class FakeCri:
                 if req.stdin_closed:
                     break
         yield pb.ExecStreamResponse(exited=True, exit_code=code)
+
+    async def list_container_stats(self, filter: pb.ContainerStatsFilter | None = None) -> list[pb.ContainerStats]:
+        """Every running container, with ``usage`` for its name (zero when not set); a rate on
+        every call, as the real runtime gives from its second sample on."""
+        f = filter or pb.ContainerStatsFilter()
+        out = []
+        for c in self.containers.values():
+            if c.state != pb.CONTAINER_RUNNING or (f.id and not c.id.startswith(f.id)):
+                continue
+            if any(c.config.labels.get(k) != v for k, v in f.label_selector.items()):
+                continue
+            cores, memory = self.usage.get(c.config.metadata.name, (0, 0))
+            now = self.now_ns()
+            out.append(
+                pb.ContainerStats(
+                    attributes=pb.ContainerAttributes(id=c.id, metadata=c.config.metadata, labels=c.config.labels),
+                    cpu=pb.CpuUsage(timestamp=now, usage_nano_cores=pb.UInt64Value(value=cores)),
+                    memory=pb.MemoryUsage(timestamp=now, working_set_bytes=pb.UInt64Value(value=memory)),
+                )
+            )
+        return out
 
     async def port_forward(
         self, requests: AsyncIterator[pfpb.PortForwardRequest]

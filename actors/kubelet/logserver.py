@@ -4,7 +4,8 @@
 ``timestamps`` reads the CRI log files the runtime writes (for ``pods/{name}/log``).
 ``/exec/{ns}/{pod}/{container}``, a WebSocket, runs a command in the running container
 (``execserver.py``, for ``pods/{name}/exec``); ``/portForward/{ns}/{pod}``, a WebSocket, carries
-connections to the pod's ports (``portforward.py``, for ``pods/{name}/portforward``).
+connections to the pod's ports (``portforward.py``, for ``pods/{name}/portforward``);
+``GET /stats/summary`` reports node and pod usage (``stats.py``, for ``metrics.k8s.io``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from kray.runtime.cri import api_pb2 as pb
@@ -26,6 +27,7 @@ from kray.runtime.logs import LogLine, afollow, read_log
 from .execserver import exec_route
 from .portforward import portforward_route
 from .ports import CONTAINER_NAME, POD_UID
+from .stats import StatsProvider
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +100,18 @@ def log_app(kubelet: Kubelet) -> Starlette:
 
         return StreamingResponse(stream(), media_type="text/plain")
 
+    provider = StatsProvider(kubelet)
+
+    async def stats_summary(request: Request) -> Response:
+        return JSONResponse(await provider.summary())
+
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
 
     return Starlette(
         routes=[
             Route("/containerLogs/{namespace}/{pod}/{container}", container_logs),
+            Route("/stats/summary", stats_summary),
             exec_route(kubelet),
             portforward_route(kubelet),
             Route("/healthz", healthz),

@@ -58,6 +58,10 @@ class CriPort(Protocol):
 
     async def exec_sync(self, container_id: str, cmd: list[str], timeout: int = 0) -> pb.ExecSyncResponse: ...
 
+    async def list_container_stats(self, filter: pb.ContainerStatsFilter | None = None) -> list[pb.ContainerStats]:
+        """CPU and memory of the running containers (rates once the runtime has an earlier sample)."""
+        ...
+
     def exec_stream(self, requests: AsyncIterator[pb.ExecStreamRequest]) -> AsyncGenerator[pb.ExecStreamResponse, None]:
         """Output as it comes, then ``exited``; ``requests``: what to run, then stdin."""
         ...

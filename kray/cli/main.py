@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "logs": "kray.cli.logs:logs_cmd",
     "exec": "kray.cli.exec:exec_cmd",
     "port-forward": "kray.cli.portforward:portforward_cmd",
+    "top": "kray.cli.top:top_cmd",
     "api-resources": "kray.cli.info:api_resources_cmd",
     "version": "kray.cli.info:version_cmd",
     "image": "kray.cli.image:image",

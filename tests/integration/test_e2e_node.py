@@ -123,6 +123,13 @@ def test_pods_and_a_training_job_on_a_real_node(ray_cluster: str, private_etcd: 
         assert (piped.returncode, piped.stdout, piped.stderr) == (0, "THROUGH KUBELET AND RUNTIME\n", "end\n")
         wait_for("web Running", lambda: pod_json(env, "web").get("status", {}).get("phase") == "Running")
         assert fetch_forwarded(env, "web", ":http", b"GET /f HTTP/1.0\r\n\r\n").endswith(b"forwarded\n")
+        # Usage from the containers' cgroups, through the kubelet's summary and metrics.k8s.io.
+        top = kray(env, "top", "pod", "--containers")
+        assert top.returncode == 0, top.stderr
+        rows = {tuple(line.split()[:2]): line.split()[2:] for line in top.stdout.splitlines()[1:]}
+        assert re.fullmatch(r"\d+m", rows[("sleeper", "main")][0]) and re.fullmatch(r"\d+Mi", rows[("web", "main")][1])
+        nodes = kray(env, "top", "node").stdout.splitlines()
+        assert len(nodes) == 2 and nodes[1].split()[0] == node, nodes
         import ray
 
         from kray.actors.kubelet.actor import actor_name

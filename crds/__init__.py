@@ -7,6 +7,7 @@ from . import (
     apps,  # noqa: F401  (registers ReplicaSet and Deployment)
     batch,  # noqa: F401  (registers Job)
     devices,  # noqa: F401  (registers NodeDevices)
+    policy,  # noqa: F401  (registers PodDisruptionBudget)
     scheduling,  # noqa: F401  (registers PodGroup and PriorityClass)
     training,  # noqa: F401  (registers TrainingJob)
 )

@@ -39,6 +39,7 @@ BUILTIN_CONTROLLERS = {
     "endpoints": "kray.actors.controllers.endpoints:setup",
     "trainingjob": "kray.actors.controllers.trainingjob:setup",
     "podgroup": "kray.actors.controllers.podgroup:setup",
+    "disruption": "kray.actors.controllers.disruption:setup",
 }
 Log = Callable[[str], None]
 

@@ -297,6 +297,13 @@ class ApiServer:
             bind = self.bindings.bind_gang if t.info.kind == "PodGroup" else self.bindings.bind
             status = await bind(t.namespace, t.name, body)
             return errors.status_response(status, 201)
+        if t.subresource == "eviction":  # policy/v1 Eviction: a delete that honours PodDisruptionBudgets
+            if method != "POST" or t.namespace is None:
+                raise errors.method_not_allowed()
+            from .eviction import Evictions
+
+            body = await read_object(request, self.max_object_bytes)
+            return errors.status_response(await Evictions(h).evict(t.namespace, t.name, body), 201)
         if method == "GET":
             # The stored JSON is the wire form: served as is, like list and watch items.
             value, revision = await h.get_raw(t.info, t.namespace, t.name)

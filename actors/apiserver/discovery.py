@@ -83,6 +83,19 @@ def _resources(info: KindInfo) -> list[dict[str, Any]]:
                 "verbs": ["get", "patch", "update"],
             }
         )
+    if info.group == "" and info.kind == "Pod":
+        # kubectl drain evicts (rather than deletes) only where discovery lists pods/eviction.
+        out.append(
+            {
+                "name": "pods/eviction",
+                "singularName": "",
+                "namespaced": True,
+                "group": "policy",
+                "version": "v1",
+                "kind": "Eviction",
+                "verbs": ["create"],
+            }
+        )
     if info.group == "" and info.kind == "Namespace":
         out.append(
             {

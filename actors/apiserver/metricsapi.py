@@ -137,7 +137,9 @@ class MetricsApi:
         except errors.ApiError as exc:
             return (missing if exc.code == 404 and name else exc).response()
         if pods is not None:
-            nodes = [n for n in nodes if n.metadata.name == pods[0].spec.node_name]
+            pod: Any = pods[0]  # the registry's v1 Pod kind
+            bound_to = pod.spec.node_name
+            nodes = [n for n in nodes if n.metadata.name == bound_to]
         selector = request.query_params.get("labelSelector")
         match = parse_label_selector(selector) if selector else None
         labels_of = {}

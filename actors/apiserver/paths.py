@@ -86,7 +86,7 @@ def resolve(registry: Registry, group: str, version: str, rest: str) -> Target:
         (sub == "status" and info.has_status_subresource)
         or (sub == "finalize" and info.group == "" and info.kind == "Namespace")
         or (sub == "binding" and info.kind in ("Pod", "PodGroup") and info.namespaced)
-        or (sub in ("exec", "portforward") and info.group == "" and info.kind == "Pod")
+        or (sub in ("exec", "portforward", "eviction") and info.group == "" and info.kind == "Pod")
     ):
         raise errors.resource_not_found()
     return Target(info, namespace, name, sub, watch)

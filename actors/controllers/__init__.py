@@ -25,7 +25,17 @@ def build_all(manager: Manager) -> None:
 
 def controller_manager(manager: Manager) -> None:
     """Every built-in controller in one manager: what `kray up` runs as kube-controller-manager."""
-    from . import endpoints, garbagecollector, job, namespace, nodeipam, nodelifecycle, podgroup, trainingjob
+    from . import (
+        disruption,
+        endpoints,
+        garbagecollector,
+        job,
+        namespace,
+        nodeipam,
+        nodelifecycle,
+        podgroup,
+        trainingjob,
+    )
 
     build_all(manager)
     job.setup(manager)
@@ -36,6 +46,7 @@ def controller_manager(manager: Manager) -> None:
     nodeipam.setup(manager)
     trainingjob.setup(manager)
     podgroup.setup(manager)
+    disruption.setup(manager)
 
 
 __all__ = ["build_all", "controller_manager"]

@@ -1,11 +1,12 @@
 """``kray cordon|uncordon NODE`` and ``kray drain NODE``: take a node (say, one with a failing GPU)
 out of scheduling and move its pods away, with kubectl's flags, messages and safety rules.
 
-kray's API server has no Eviction subresource (and so no PodDisruptionBudget check): drain
-deletes pods (with ``--grace-period`` when given), then watches until each is gone, the way
-kubectl drains with ``--disable-eviction``. Which pods may go is decided by ``plan_drain``, a
-pure function with kubectl's filters: mirror pods are skipped, DaemonSet pods need
-``--ignore-daemonsets``, pods with emptyDir data need ``--delete-emptydir-data``, and pods no
+Like kubectl, drain evicts pods through the API server's eviction subresource, so that each
+pod's PodDisruptionBudget is honoured: an eviction the budget refuses (429) is retried every 5 s
+until ``--timeout``; ``--disable-eviction`` deletes pods directly instead, bypassing the budgets.
+Either way drain then watches until each pod is gone. Which pods may go is decided by
+``plan_drain``, a pure function with kubectl's filters: mirror pods are skipped, DaemonSet pods
+need ``--ignore-daemonsets``, pods with emptyDir data need ``--delete-emptydir-data``, and pods no
 controller would recreate need ``--force``.
 """
 
@@ -35,6 +36,7 @@ LOCAL_STORAGE_FATAL = "Pods with local storage (use --delete-emptydir-data to ov
 LOCAL_STORAGE_WARNING = "deleting Pods with local storage"
 UNMANAGED_FATAL = "Pods declare no controller (use --force to override)"
 UNMANAGED_WARNING = "deleting Pods that declare no controller"
+EVICTION_RETRY_SECONDS = 5.0  # kubectl's fixed pause after a 429 from the eviction subresource
 
 
 def _key(pod: Obj) -> PodKey:
@@ -158,7 +160,12 @@ def uncordon_cmd(names: tuple[str, ...], selector: str | None) -> None:
 
 
 def _wait_gone(
-    client: Client, pods_ref: ResourceRef, node: str, pending: dict[PodKey, str], deadline: float | None
+    client: Client,
+    pods_ref: ResourceRef,
+    node: str,
+    pending: dict[PodKey, str],
+    deadline: float | None,
+    verb: str = "deleted",
 ) -> bool:
     """Watch the node's pods until every pending one (by UID: a replacement with the same name
     does not count) is gone, printing each; False when the deadline passes first."""
@@ -166,7 +173,7 @@ def _wait_gone(
 
     def gone(key: PodKey) -> None:
         pending.pop(key, None)
-        click.echo(f"pod/{key[1]} deleted")
+        click.echo(f"pod/{key[1]} {verb}")
 
     on_node = f"spec.nodeName={node}"
     while pending:
@@ -207,6 +214,46 @@ class DrainOptions:
     grace_period: int | None  # None: each pod's own terminationGracePeriodSeconds
     timeout: str  # as the user typed it, for the message
     pod_selector: str | None
+    disable_eviction: bool = False
+
+
+def _evict(
+    client: Client, pods: list[Obj], options: DrainOptions, deadline: float | None
+) -> tuple[dict[PodKey, str], str | None]:
+    """Evict each pod, retrying those whose disruption budget refuses (429) every 5 s, in rounds
+    (kubectl runs one goroutine per pod; rounds print the same lines). Returns the evicted pods
+    (key -> UID) and the error that stopped it, if any."""
+    from kray.client import ApiError, NotFound, TooManyRequests
+
+    evicted: dict[PodKey, str] = {}
+    waiting = list(pods)
+    while waiting:
+        refused: list[Obj] = []
+        for pod in waiting:
+            namespace, name = _key(pod)
+            click.echo(f"evicting pod {namespace}/{name}")
+            which = f'pods/"{name}" -n "{namespace}"'
+            if deadline is not None and time.monotonic() >= deadline:
+                return evicted, f"error when evicting {which}: global timeout reached: {options.timeout}"
+            try:
+                client.evict(name, namespace, grace_period_seconds=options.grace_period)
+            except NotFound:
+                continue  # already gone
+            except TooManyRequests as exc:
+                retry = f"will retry after {EVICTION_RETRY_SECONDS:g}s"
+                click.echo(f"error when evicting {which} ({retry}): {exc}", err=True)
+                refused.append(pod)
+                continue
+            except ApiError as exc:
+                return evicted, f"error when evicting {which}: {exc}"
+            evicted[(namespace, name)] = str((pod.get("metadata") or {}).get("uid") or "")
+        waiting = refused
+        if waiting:
+            pause = EVICTION_RETRY_SECONDS
+            if deadline is not None:  # wake at the deadline, not 5 s past it, to report the timeout
+                pause = min(pause, max(0.0, deadline - time.monotonic()))
+            time.sleep(pause)
+    return evicted, None
 
 
 def _drain_node(
@@ -232,6 +279,13 @@ def _drain_node(
         return plan.error_text()  # refuse before deleting anything
     if plan.warnings:
         click.echo(f"Warning: {plan.warning_text()}", err=True)
+    if not options.disable_eviction:
+        evicted, error = _evict(client, plan.delete, options, deadline)
+        # Pods already evicted are still waited for (and reported), as kubectl's goroutines do.
+        done = _wait_gone(client, pods_ref, node, evicted, deadline, "evicted")
+        if error is not None:
+            return error
+        return None if done else f"drain did not complete within {options.timeout}"
     from kray.client import NotFound
 
     pending: dict[PodKey, str] = {}
@@ -256,6 +310,11 @@ def _drain_node(
 @click.option("--grace-period", type=int, default=-1, help="Seconds each pod gets to stop (-1: the pod's own).")
 @click.option("--timeout", default="0s", show_default=True, help="How long to wait for the pods (0: forever).")
 @click.option("--pod-selector", help="Only delete the node's pods matching this label selector.")
+@click.option(
+    "--disable-eviction",
+    is_flag=True,
+    help="Delete pods instead of evicting them: this bypasses their PodDisruptionBudgets, use with caution.",
+)
 def drain_cmd(
     names: tuple[str, ...],
     selector: str | None,
@@ -265,8 +324,9 @@ def drain_cmd(
     grace_period: int,
     timeout: str,
     pod_selector: str | None,
+    disable_eviction: bool,
 ) -> None:
-    """Cordon nodes, then delete their pods (controllers recreate them on other nodes)."""
+    """Cordon nodes, then evict their pods (controllers recreate them on other nodes)."""
     seconds = parse_duration(timeout)
     deadline = time.monotonic() + seconds if seconds > 0 else None
     options = DrainOptions(
@@ -276,6 +336,7 @@ def drain_cmd(
         grace_period=grace_period if grace_period >= 0 else None,
         timeout=timeout,
         pod_selector=pod_selector,
+        disable_eviction=disable_eviction,
     )
     with make_client() as client:
         refs = (resolve_kind(client, "nodes"), resolve_kind(client, "pods"))

@@ -197,6 +197,31 @@ class AsyncClient(ClientBase):
         req = ops.delete_request(r, name, ns, propagation_policy, preconditions, grace_period_seconds)
         return await self.request(req)
 
+    async def evict(
+        self,
+        name: str,
+        namespace: str | None = None,
+        *,
+        grace_period_seconds: int | None = None,
+        preconditions: dict[str, str] | None = None,
+        dry_run: bool = False,
+    ) -> Raw:
+        """POST a policy/v1 Eviction for pod ``name``: the pod is deleted if its PodDisruptionBudget
+        allows it (the Success Status is returned), else ``TooManyRequests`` (429) says to retry."""
+        ns = namespace or self.namespace
+        options: dict[str, Any] = {}
+        if grace_period_seconds is not None:
+            options["gracePeriodSeconds"] = grace_period_seconds
+        if preconditions:
+            options["preconditions"] = preconditions
+        if dry_run:
+            options["dryRun"] = ["All"]
+        body: Raw = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": ns}}
+        if options:
+            body["deleteOptions"] = options
+        pods = ResourceRef(group="", version="v1", plural="pods", namespaced=True, kind="Pod")
+        return await self.request(Request("POST", pods.path(ns, name, "eviction"), body=body))
+
     def watch_raw(
         self,
         ref: RefArg,

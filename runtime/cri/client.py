@@ -10,9 +10,11 @@ with the server's status code (NOT_FOUND, ALREADY_EXISTS, ...). `timeout` is per
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import grpc
 
@@ -38,12 +40,8 @@ class RuntimeClient:
     ) -> AsyncGenerator[pfpb.PortForwardResponse, None]:
         """Bytes from a port inside a pod; ``requests`` opens with the sandbox and port, then
         carries bytes to it. No deadline. Closing this iterator cancels the RPC and the connection."""
-        call = self.port_forwarder.PortForwardStream(requests)
-        try:
-            async for response in call:
-                yield response
-        finally:
-            call.cancel()
+        async for response in _bidi(self.port_forwarder.PortForwardStream(), requests):
+            yield response
 
     async def close(self) -> None:
         await self.channel.close()
@@ -152,3 +150,40 @@ class RuntimeClient:
 
     async def remove_image(self, image: str) -> None:
         await self.image.RemoveImage(pb.RemoveImageRequest(image=pb.ImageSpec(image=image)), timeout=self.timeout)
+
+
+async def _bidi(call: Any, requests: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
+    """Responses of a bidirectional call whose server answers the first request with an empty
+    message once it accepted it (a handshake), while later ``requests`` are written on the side.
+
+    Only after that first answer does anything more go out: in gRPC's asyncio client, a message
+    written into a call the server is just refusing fails the call with a local INTERNAL error
+    ("Failed execute_batch") that hides the server's status. So a refusal (NOT_FOUND,
+    UNAVAILABLE...) always arrives as itself. Closing this generator cancels the call."""
+    first = await anext(requests, None)
+    if first is None:
+        call.cancel()
+        return
+
+    async def write_rest() -> None:
+        try:
+            async for request in requests:
+                await call.write(request)
+            await call.done_writing()
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError):
+            pass  # the call is over: its status reaches the reader
+
+    writer: asyncio.Task[None] | None = None
+    try:
+        await call.write(first)
+        if await call.read() is grpc.aio.EOF:  # the handshake (raises the refusal, if any)
+            return
+        writer = asyncio.create_task(write_rest())
+        while (response := await call.read()) is not grpc.aio.EOF:
+            yield response
+    finally:
+        call.cancel()
+        if writer is not None:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer

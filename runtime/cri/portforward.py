@@ -77,6 +77,9 @@ class PortForwardServicer(pfgrpc.PortForwardServiceServicer):
             context.abort(grpc.StatusCode.UNAVAILABLE, f"connect to port {first.port} in the pod: {exc}")
             return
         context.add_callback(sock.close)
+        # Connected: say so before anything else (see client._bidi: the caller writes more only
+        # after this, so a refusal above always reaches it as this call's status).
+        yield pfpb.PortForwardResponse()
         if first.data:
             sock.sendall(first.data)
         threading.Thread(target=_feed, args=(request_iterator, sock), name="portforward-in", daemon=True).start()

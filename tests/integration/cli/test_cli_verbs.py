@@ -316,7 +316,8 @@ def test_drain_refuses_bare_pods_then_force_deletes(client: Client, ns: str, nod
     assert unschedulable(client, node)
     assert len(client.list_raw(Pod, ns).items) == 3  # refused before deleting anything
 
-    r = kray("drain", node, "--force", "--grace-period", "0", "--timeout", "10s")
+    # --disable-eviction: deletes, so this tests the pod filters alone (eviction: test_cli_drain_eviction.py).
+    r = kray("drain", node, "--force", "--grace-period", "0", "--timeout", "10s", "--disable-eviction")
     assert r.exit_code == 0, r.stderr
     assert r.stdout.splitlines()[0] == f"node/{node} already cordoned"
     assert sorted(r.stdout.splitlines()[1:-1]) == ["pod/bare deleted", "pod/replica deleted"]
@@ -336,7 +337,7 @@ def test_drain_daemonsets_mirror_pods_and_emptydir(client: Client, ns: str, node
     assert f"cannot delete DaemonSet-managed Pods (use --ignore-daemonsets to ignore): {ns}/agent" in r.stderr
     assert f"cannot delete Pods with local storage (use --delete-emptydir-data to override): {ns}/scratch" in r.stderr
 
-    r = kray("drain", node, "--ignore-daemonsets", "--delete-emptydir-data")
+    r = kray("drain", node, "--ignore-daemonsets", "--delete-emptydir-data", "--disable-eviction")
     assert r.exit_code == 0, r.stderr
     assert r.stdout.splitlines()[1:] == ["pod/scratch deleted", f"node/{node} drained"]
     assert f"ignoring DaemonSet-managed Pods: {ns}/agent" in r.stderr

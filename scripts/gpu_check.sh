@@ -179,6 +179,8 @@ run 300 kray up "${up_args[@]}" || fail "kray up failed (logs: $KRAY_STATE_DIR/r
 # --- 4. the devices as the plugin sees them -----------------------------------------------------
 step "NodeDevices (what the GPU plugin reports)"
 run 30 kray get nodedevices -o yaml || fail "kray get nodedevices failed"
+step "kray describe node $NODE (the GPUs' health, NVLink islands and holders)"
+run 30 kray describe node "$NODE" || fail "kray describe node failed"
 step "Node $NODE: GPU capacity, allocatable and labels"
 node_json="$(run 30 kray get node "$NODE" -o json)" || fail "cannot read Node $NODE"
 gpus="$(echo "$node_json" | "$PY" -c '

@@ -22,6 +22,7 @@ OWNER_LABELS = {"trainingjob": "kray.io/job-name", "trainingjobs": "kray.io/job-
 @click.argument("target", required=False)
 @click.option("-l", "--selector", default=None, help="Label selector: the logs of every matching pod.")
 @click.option("-c", "--container", default=None, help="Container name (needed when the pod has several).")
+@click.option("--all-containers", is_flag=True, help="The logs of every container of each pod, in order.")
 @click.option("-f", "--follow", is_flag=True, help="Keep streaming new output (one pod).")
 @click.option("-p", "--previous", is_flag=True, help="The previous instance's log (after a restart).")
 @click.option("--tail", type=int, default=-1, help="Lines from the end to show (-1: all).")
@@ -32,6 +33,7 @@ def logs_cmd(
     target: str | None,
     selector: str | None,
     container: str | None,
+    all_containers: bool,
     follow: bool,
     previous: bool,
     tail: int,
@@ -53,16 +55,19 @@ def logs_cmd(
         params["tailLines"] = str(tail)
     if timestamps:
         params["timestamps"] = "true"
+    if all_containers and container:
+        fail("--all-containers and -c cannot be used together")
     pod, selector = _target(target, selector)
     client = make_client()
     try:
         pods = [pod] if pod else _matching(client, selector or "", namespace)
-        if follow and len(pods) > 1:
-            fail(f"-f follows one pod; {len(pods)} match: {', '.join(pods)}")
+        if follow and (len(pods) > 1 or all_containers):
+            fail(f"-f follows one container; {len(pods)} pod(s) match: {', '.join(pods)}")
         for pod in pods:
-            _stream(
-                client, namespace, pod, params, f"[pod/{pod}{'/' + container if container else ''}] " if prefix else ""
-            )
+            for name in _containers(client, namespace, pod) if all_containers else [container]:
+                if name:
+                    params["container"] = name
+                _stream(client, namespace, pod, params, f"[pod/{pod}{'/' + name if name else ''}] " if prefix else "")
     except TransportError as exc:
         fail(f"cannot reach the kray API server at {client.server}: {exc}")
     finally:
@@ -93,6 +98,14 @@ def _matching(client: Any, selector: str, namespace: str) -> list[str]:
     if not names:
         fail(f"no pods in namespace {namespace} match {selector}")
     return names
+
+
+def _containers(client: Any, namespace: str, pod: str) -> list[str]:
+    """Init containers, then the others, as kubectl's --all-containers prints them."""
+    from kray.crds import Pod
+
+    spec = client.get(Pod, pod, namespace).spec
+    return [c.name for c in [*(spec.init_containers or []), *spec.containers]]
 
 
 def _stream(client: Any, namespace: str, pod: str, params: dict[str, str], prefix: str) -> None:

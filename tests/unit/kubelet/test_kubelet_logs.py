@@ -58,3 +58,33 @@ async def test_logs_through_kubelet_and_apiserver(env: Env):
         assert r.text == "again\n"
         r = await http.get("/api/v1/namespaces/default/pods/one/log", params={"container": "bogus"})
         assert r.status_code == 400
+
+
+async def test_kray_logs_all_containers(env: Env, tmp_path: Path) -> None:
+    import asyncio
+    import os
+    import sys
+
+    from kubelet_harness import served
+
+    await env.create("two", {"containers": [BUSY, {**BUSY, "name": "side"}]})
+    await env.step()
+    uid = (await env.pod("two")).metadata.uid
+    write_log(env.cri.by_name(uid, "main")[0].log_path, "from main")
+    write_log(env.cri.by_name(uid, "side")[0].log_path, "from side")
+    env.api.logs.transport = httpx.ASGITransport(app=log_app(env.kubelet))
+    kray = str(Path(sys.executable).with_name("kray"))
+    async with served(env.api.app) as address:
+        cli_env = {
+            **os.environ,
+            "KRAY_SERVER": f"http://{address}",
+            "KRAY_TOKEN": "t",
+            "KRAY_CONFIG": str(tmp_path / "c"),
+        }
+        proc = await asyncio.create_subprocess_exec(
+            kray, "logs", "two", "--all-containers", "--prefix", env=cli_env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await proc.communicate()
+    assert proc.returncode == 0, err
+    assert out.decode().splitlines() == ["[pod/two/main] from main", "[pod/two/side] from side"]

@@ -136,6 +136,8 @@ def _print_objects(output: str, blocks: list[tuple[ResourceRef, list[Obj]]], sin
 @click.option("--field-selector", help="Field selector, e.g. status.phase=Running.")
 @click.option("-o", "--output", callback=_check_output, metavar="FORMAT", help=f"Output format: {', '.join(FORMATS)}.")
 @click.option("-w", "--watch", is_flag=True, help="After listing, watch for changes.")
+@click.option("--show-labels", is_flag=True, help="A last column with all labels.")
+@click.option("-L", "--label-columns", multiple=True, help="A column per label key (comma-separated or repeated).")
 def get_cmd(
     kinds: str,
     names: tuple[str, ...],
@@ -145,8 +147,11 @@ def get_cmd(
     field_selector: str | None,
     output: str | None,
     watch: bool,
+    show_labels: bool,
+    label_columns: tuple[str, ...],
 ) -> None:
     """Display one or many resources (KIND[,KIND] [NAME...] or KIND/NAME...)."""
+    keys = [k.strip() for value in label_columns for k in value.split(",") if k.strip()]
     with make_client() as client:
         targets = _targets(client, kinds, names)
         all_namespaces = all_namespaces and not any(n for _, n in targets)
@@ -169,7 +174,10 @@ def get_cmd(
             if any(objs for _, objs in blocks):
                 _print_objects(output, blocks, single=bool(names) or "/" in kinds)
         elif not missing or any(objs for _, objs in blocks):
-            _print_tables(blocks, output == "wide", all_namespaces, namespace or client.namespace, server_columns)
+            labels = LabelColumns(keys, show_labels)
+            _print_tables(
+                blocks, output == "wide", all_namespaces, namespace or client.namespace, server_columns, labels
+            )
         if missing:
             # Print what was found, then every miss; the last one is the command's error.
             for msg in missing[:-1]:
@@ -192,12 +200,31 @@ def get_cmd(
             )
 
 
+class LabelColumns:
+    """kubectl's ``-L key`` (a column per key) and ``--show-labels`` (a LABELS column, last)."""
+
+    def __init__(self, keys: list[str], show_all: bool) -> None:
+        self.keys, self.show_all = keys, show_all
+
+    def extend(self, header: list[str], rows: list[list[str]], items: list[Obj]) -> None:
+        if not self.keys and not self.show_all:
+            return
+        header += [k.rsplit("/", 1)[-1].upper() for k in self.keys] + (["LABELS"] if self.show_all else [])
+        for row, item in zip(rows, items, strict=False):
+            meta = item.get("metadata") or (item.get("object") or {}).get("metadata") or {}
+            labels: dict[str, str] = meta.get("labels") or {}
+            row += [labels.get(k, "") for k in self.keys]
+            if self.show_all:
+                row.append(",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "<none>")
+
+
 def _print_tables(
     blocks: list[tuple[ResourceRef, list[Obj]]],
     wide: bool,
     all_namespaces: bool,
     namespace: str,
     server_columns: dict[int, list[Obj]],
+    labels: LabelColumns | None = None,
 ) -> None:
     printed = False
     several = len(blocks) > 1
@@ -209,6 +236,8 @@ def _print_tables(
             header, rows = printers.server_table_rows(ref, server_columns[i], items, wide, with_ns, several)
         else:
             header, rows = printers.table_rows(ref, items, wide, with_ns, several)
+        if labels is not None:
+            labels.extend(header, rows, items)
         if printed:
             click.echo("")
         click.echo(printers.format_table(header, rows))

@@ -74,6 +74,8 @@ def test_apply_get_describe_delete_roundtrip(ns: str, tmp_path: Path) -> None:
     assert table[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
     assert table[1].split()[:4] == ["web", "0/1", "Pending", "0"]
     assert kray("get", "po", "-n", ns, "-o", "wide").stdout.splitlines()[0].split()[-2:] == ["IP", "NODE"]
+    labelled = kray("get", "pods", "-n", ns, "-L", "app,tier", "--show-labels").stdout.splitlines()
+    assert labelled[0].split()[-3:] == ["APP", "TIER", "LABELS"] and labelled[1].split()[-2:] == ["web", "app=web"]
     svc = kray("get", "svc", "web", "-n", ns).stdout.splitlines()
     assert svc[0].split() == ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
     assert "80/TCP" in svc[1]

@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "exec": "kray.cli.exec:exec_cmd",
     "port-forward": "kray.cli.portforward:portforward_cmd",
     "top": "kray.cli.top:top_cmd",
+    "edit": "kray.cli.edit:edit_cmd",
     "api-resources": "kray.cli.info:api_resources_cmd",
     "version": "kray.cli.info:version_cmd",
     "image": "kray.cli.image:image",

@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "drain": "kray.cli.node:drain_cmd",
     "logs": "kray.cli.logs:logs_cmd",
     "exec": "kray.cli.exec:exec_cmd",
+    "cp": "kray.cli.cp:cp_cmd",
     "port-forward": "kray.cli.portforward:portforward_cmd",
     "top": "kray.cli.top:top_cmd",
     "edit": "kray.cli.edit:edit_cmd",

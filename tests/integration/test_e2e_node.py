@@ -121,6 +121,16 @@ def test_pods_and_a_training_job_on_a_real_node(ray_cluster: str, private_etcd: 
             env=env, input="through kubelet and runtime\n", capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert (piped.returncode, piped.stdout, piped.stderr) == (0, "THROUGH KUBELET AND RUNTIME\n", "end\n")
+        # kray cp both ways (tar over exec), a folder with a nested file.
+        src = tmp_path / "ckpt"
+        (src / "shard").mkdir(parents=True)
+        (src / "shard" / "w.bin").write_bytes(bytes(range(256)) * 100)
+        assert kray(env, "cp", str(src), "sleeper:/tmp/restored").returncode == 0
+        inside = kray(env, "exec", "sleeper", "--", "wc", "-c", "/tmp/restored/shard/w.bin")
+        assert inside.stdout.split()[0] == "25600", inside
+        back = kray(env, "cp", "sleeper:/tmp/restored", str(tmp_path / "back"))
+        assert back.returncode == 0, back.stderr
+        assert (tmp_path / "back" / "shard" / "w.bin").read_bytes() == (src / "shard" / "w.bin").read_bytes()
         wait_for("web Running", lambda: pod_json(env, "web").get("status", {}).get("phase") == "Running")
         assert fetch_forwarded(env, "web", ":http", b"GET /f HTTP/1.0\r\n\r\n").endswith(b"forwarded\n")
         # Usage from the containers' cgroups, through the kubelet's summary and metrics.k8s.io.

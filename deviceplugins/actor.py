@@ -87,6 +87,10 @@ class GpuPluginActor:
             fake.set_probe_failing(device)
         fake.inject_xid(device, xid)
 
+    def set_gpu_utilization(self, device: int | str, gpu_percent: int, memory_used_bytes: int) -> None:
+        """How busy a fake GPU is, as NVML would report it (``kray top --gpu`` shows it)."""
+        self._fake().set_utilization(device, gpu_percent, memory_used_bytes)
+
     def restore_gpu(self, device: int | str) -> None:
         """A lost fake GPU answers again: the next re-probe readmits it."""
         self._fake().restore_device(device)

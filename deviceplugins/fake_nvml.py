@@ -2,8 +2,9 @@
 
 Semantics follow the real library where tests can observe them: ``init`` fails the way a host
 without a driver does, a removed device raises ``DeviceGoneError`` on every query and fails
-``probe``, and XID events reach every event set registered for that device, in order, waking
-a waiter blocked in ``wait``.
+``probe``, XID events reach every event set registered for that device, in order, waking
+a waiter blocked in ``wait``, and an idle GPU reports 0% busy and no memory used until a test
+calls ``set_utilization``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .nvml import (
     DeviceGoneError,
     EventsUnsupportedError,
     GpuInfo,
+    GpuUtilization,
     NoGPUsError,
     PairTopology,
     XidEvent,
@@ -91,6 +93,8 @@ class FakeNvml:
         self.initialized = False
         self.gone: set[str] = set()  # uuids that no longer answer
         self.unprobeable: set[str] = set()  # uuids whose probe fails (still listed)
+        # uuid -> (GPU %, memory used); None for a figure the device does not report (NOT_SUPPORTED).
+        self.usage: dict[str, tuple[int | None, int | None]] = {}
         self._cond = threading.Condition()
         self._event_sets: list[_FakeEventSet] = []
 
@@ -149,6 +153,20 @@ class FakeNvml:
         uuid = self._uuid(device)
         self.gpus = [replace(g, mig_enabled=enabled) if g.uuid == uuid else g for g in self.gpus]
 
+    def set_utilization(
+        self, device: int | str, gpu_percent: int | None = 0, memory_used_bytes: int | None = 0
+    ) -> None:
+        """What the GPU reports from now on; None: that figure is NOT_SUPPORTED on it.
+        Refuses what a real GPU cannot report (over 100%, more memory used than it has)."""
+        uuid = self._uuid(device)
+        total = next(g.memory_bytes for g in self.gpus if g.uuid == uuid)
+        if gpu_percent is not None and not 0 <= gpu_percent <= 100:
+            raise ValueError(f"gpu_percent must be 0-100, got {gpu_percent}")
+        if memory_used_bytes is not None and not 0 <= memory_used_bytes <= total:
+            raise ValueError(f"memory_used_bytes must be 0-{total}, got {memory_used_bytes}")
+        with self._cond:  # the plugin's gRPC threads read it while a test writes it
+            self.usage[uuid] = (gpu_percent, memory_used_bytes)
+
     def _uuid(self, device: int | str) -> str:
         if isinstance(device, int):
             return self.gpus[device].uuid
@@ -192,6 +210,13 @@ class FakeNvml:
 
     def probe(self, uuid: str) -> bool:
         return self.initialized and uuid not in self.gone and uuid not in self.unprobeable
+
+    def utilization(self, index: int) -> GpuUtilization:
+        gpu = self.device(index)  # not started, or gone: the same errors as any other query
+        with self._cond:
+            busy, used = self.usage.get(gpu.uuid, (0, 0))
+        total = gpu.memory_bytes if used is not None else None  # NVML reports both or neither
+        return GpuUtilization(gpu_percent=busy, memory_used_bytes=used, memory_total_bytes=total)
 
     def _check_init(self) -> None:
         if not self.initialized:

@@ -6,7 +6,8 @@ device sets (the Node's capacity and allocatable). ``allocate`` picks devices fo
 container (the scheduler's choice when usable, else asking the plugin's GetPreferredAllocation
 when it offers one; a finished init container's devices first), calls Allocate,
 and records the result in a checkpoint file, which a restarted manager reads back so that a
-device held by a running pod is never handed to a second one.
+device held by a running pod is never handed to a second one. ``usage``/``container_usage``
+ask the plugins that serve kray's DeviceUsage extension how busy their devices are.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import grpc
 
 from .allocation import base_uuid
 from .api import HEALTHY, KUBELET_SOCKET, VERSION, pb, pb_grpc
+from .api.usage import DeviceUsage, get_usage
 from .checkpoint import Checkpoint, ContainerDevices, CorruptCheckpointError
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,7 @@ __all__ = [
     "ContainerDevices",
     "CorruptCheckpointError",
     "DeviceManager",
+    "DeviceUsage",
     "InsufficientDevicesError",
     "RegistrationError",
 ]
@@ -69,6 +72,7 @@ class _Endpoint:
     unhealthy: set[str] = field(default_factory=set)
     connected: bool = True
     call: Any = None
+    serves_usage: bool = True  # until it answers UNIMPLEMENTED (a plugin written for Kubernetes)
 
     def close(self) -> None:
         self.connected = False
@@ -96,6 +100,8 @@ class DeviceManager:
         checkpoint_path: str | os.PathLike[str] | None = None,
         socket_name: str = KUBELET_SOCKET,
         rpc_timeout_s: float = 10.0,
+        usage_timeout_s: float = 1.0,
+        usage_ttl_s: float = 1.5,
     ) -> None:
         self.plugin_dir = Path(plugin_dir)
         self.socket_path = self.plugin_dir / socket_name
@@ -108,6 +114,11 @@ class DeviceManager:
         # (pod uid, container) -> resource -> devices
         self._allocations: dict[tuple[str, str], dict[str, ContainerDevices]] = {}
         self._server: grpc.Server | None = None
+        # Usage is asked for on every /stats/summary (node and pod metrics of one `kray top`
+        # scrape twice): a short-lived cache keeps a busy plugin from being asked each time.
+        self._usage_timeout_s, self._usage_ttl_s = usage_timeout_s, usage_ttl_s
+        self._usage_lock = threading.Lock()
+        self._usage_cache: tuple[float, dict[str, DeviceUsage]] | None = None
         # Bumped on every registration and ListAndWatch update: watchers of device health
         # (the NodeDevices publisher) compare it instead of diffing device sets.
         self.generation = 0
@@ -386,3 +397,44 @@ class DeviceManager:
 
     def _save_locked(self) -> None:
         self.checkpoint.save(self._allocations)
+
+    # -- usage (kray's DeviceUsage extension) ---------------------------------------------------
+
+    def usage(self) -> dict[str, DeviceUsage]:
+        """Device id -> usage, for the plugins that serve the extension: each device under its
+        plugin's id (a GPU's UUID) and under every id advertised for it (``<uuid>::<i>``)."""
+        with self._usage_lock:
+            if self._usage_cache is not None and time.monotonic() - self._usage_cache[0] < self._usage_ttl_s:
+                return dict(self._usage_cache[1])
+            with self._cond:
+                endpoints = [ep for ep in self._endpoints.values() if ep.connected and ep.serves_usage]
+            found: dict[str, DeviceUsage] = {}
+            for ep in endpoints:
+                try:
+                    got = get_usage(ep.channel, ep.resource, self._usage_timeout_s)
+                except grpc.RpcError as e:  # a slow or restarting plugin: no figures this time
+                    log.info("DeviceUsage of %s failed: %s", ep.resource, e.code())
+                    continue
+                if got is None:
+                    ep.serves_usage = False
+                    continue
+                mine = {u.id: u for u in got}
+                with self._cond:
+                    advertised = ep.healthy | ep.unhealthy
+                found.update(mine)
+                found.update({d: mine[base_uuid(d)] for d in advertised if d not in mine and base_uuid(d) in mine})
+            self._usage_cache = (time.monotonic(), found)
+            return dict(found)
+
+    def container_usage(self) -> dict[tuple[str, str], list[DeviceUsage]]:
+        """(pod uid, container) -> usage of each device it holds, once per physical device (two
+        replicas of one time-sliced GPU are one GPU); containers without known usage are left out."""
+        usage = self.usage()
+        with self._cond:
+            held = {key: [d for per in v.values() for d in per.device_ids] for key, v in self._allocations.items()}
+        out: dict[tuple[str, str], list[DeviceUsage]] = {}
+        for key, ids in held.items():
+            devices = {u.id: u for u in (usage.get(d) for d in ids) if u is not None}
+            if devices:
+                out[key] = list(devices.values())
+        return out

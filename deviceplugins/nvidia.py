@@ -1,8 +1,9 @@
 """The NVIDIA GPU device plugin: ``nvidia.com/gpu`` from NVML, served over the v1beta1 API.
 
 ``GpuPluginCore`` holds everything about the devices (discovery, health, preferred allocation,
-Allocate answers, the NodeDevices inventory) with NVML and the clock handed in; ``GpuPlugin``
-serves it on ``<plugin_dir>/nvidia.sock`` and registers with the device manager. No Ray here:
+Allocate answers, the NodeDevices inventory, each GPU's utilization for kray's DeviceUsage
+extension) with NVML and the clock handed in; ``GpuPlugin`` serves it on
+``<plugin_dir>/nvidia.sock`` and registers with the device manager. No Ray here:
 ``actor.py`` wraps this for a Ray node.
 """
 
@@ -16,10 +17,10 @@ from dataclasses import dataclass, field
 from kray.crds.devices import NodeDevices
 
 from .allocation import DevicePaths, Topology, advertised_ids, allocate_response, base_uuid, preferred_allocation
-from .api import HEALTHY, UNHEALTHY, pb
+from .api import HEALTHY, UNHEALTHY, pb, usage_pb
 from .health import Clock, HealthMonitor, XidPolicy
 from .inventory import build_node_devices
-from .nvml import GpuInfo, NoGPUs, Nvml, PyNvml, discover
+from .nvml import DeviceGoneError, GpuInfo, NoGPUs, Nvml, PyNvml, discover
 from .server import PluginServer, Versioned
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,28 @@ class GpuPluginCore:
 
     def pre_start(self, ids: list[str]) -> None:
         return None
+
+    # -- kray's DeviceUsage extension -----------------------------------------------------------
+
+    def usage(self) -> list[usage_pb.DeviceUsageEntry]:
+        """Each GPU once, by UUID (time-sliced replicas share it); a GPU that does not answer
+        is listed without figures, so a container holding it still shows which one it holds."""
+        out = []
+        for g in self.gpus:
+            entry = usage_pb.DeviceUsageEntry(id=g.uuid, model=g.name)
+            try:
+                now = self.nvml.utilization(g.index)
+            except DeviceGoneError:
+                out.append(entry)
+                continue
+            if now.gpu_percent is not None:
+                entry.gpu_percent = now.gpu_percent
+            if now.memory_used_bytes is not None:
+                entry.memory_used_bytes = now.memory_used_bytes
+            if now.memory_total_bytes is not None:
+                entry.memory_total_bytes = now.memory_total_bytes
+            out.append(entry)
+        return out
 
     # -- inventory ------------------------------------------------------------------------------
 

@@ -56,6 +56,15 @@ class PairTopology:
 
 
 @dataclass(frozen=True)
+class GpuUtilization:
+    """How busy one GPU is now. None: NVML cannot tell on this device (NOT_SUPPORTED)."""
+
+    gpu_percent: int | None  # share of the last sample period a kernel ran, 0-100
+    memory_used_bytes: int | None
+    memory_total_bytes: int | None
+
+
+@dataclass(frozen=True)
 class XidEvent:
     uuid: str | None  # None: NVML could not tell which device, so it concerns all of them
     xid: int
@@ -90,6 +99,10 @@ class Nvml(Protocol):
 
     def probe(self, uuid: str) -> bool:
         """Whether the device answers queries again (used to re-admit an unhealthy GPU)."""
+        ...
+
+    def utilization(self, index: int) -> GpuUtilization:
+        """GPU and memory use now; raises ``DeviceGoneError`` when the device does not answer."""
         ...
 
 
@@ -311,3 +324,24 @@ class PyNvml:
             return True
         except nv.NVMLError:
             return False
+
+    def utilization(self, index: int) -> GpuUtilization:
+        nv = self._nv
+        h = self._handle(index)
+
+        def ask(call: Any) -> Any:
+            try:
+                return call(h)
+            except nv.NVMLError as e:
+                # Some boards (GeForce, some vGPU profiles) do not report one or the other:
+                # that figure is unknown, the GPU is fine.
+                if e.value == nv.NVML_ERROR_NOT_SUPPORTED:
+                    return None
+                raise DeviceGoneError(f"GPU {index}: {e}") from e
+
+        rates, memory = ask(nv.nvmlDeviceGetUtilizationRates), ask(nv.nvmlDeviceGetMemoryInfo)
+        return GpuUtilization(
+            gpu_percent=int(rates.gpu) if rates is not None else None,
+            memory_used_bytes=int(memory.used) if memory is not None else None,
+            memory_total_bytes=int(memory.total) if memory is not None else None,
+        )

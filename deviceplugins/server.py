@@ -3,7 +3,9 @@
 A plugin is a ``PluginCore`` (what devices exist, how to allocate them: no gRPC in it) served
 by ``PluginServer``: a gRPC DevicePlugin service on a unix socket in the plugin dir, registered
 with the device manager's Registration service on ``kubelet.sock``. Like Kubernetes plugins,
-the server re-registers when ``kubelet.sock`` is re-created (the kubelet restarted).
+the server re-registers when ``kubelet.sock`` is re-created (the kubelet restarted). A core
+that also has ``usage()`` (a ``UsageCore``) is served kray's DeviceUsage extension on the same
+socket; other cores are not, and the device manager then hears UNIMPLEMENTED.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ import threading
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import grpc
 
-from .api import KUBELET_SOCKET, VERSION, pb, pb_grpc
+from .api import KUBELET_SOCKET, VERSION, pb, pb_grpc, usage_grpc, usage_pb
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,13 @@ class PluginCore(Protocol):
         ...
 
     def pre_start(self, ids: list[str]) -> None: ...
+
+
+@runtime_checkable
+class UsageCore(Protocol):
+    """Optional on a ``PluginCore``: how busy its devices are (kray's DeviceUsage extension)."""
+
+    def usage(self) -> list[usage_pb.DeviceUsageEntry]: ...
 
 
 class Versioned:
@@ -102,6 +111,14 @@ class _Servicer(pb_grpc.DevicePluginServicer):
         return pb.PreStartContainerResponse()
 
 
+class _UsageServicer(usage_grpc.DeviceUsageServicer):
+    def __init__(self, core: UsageCore) -> None:
+        self._core = core
+
+    def GetUsage(self, request: usage_pb.Empty, context: Any) -> usage_pb.DeviceUsageList:
+        return usage_pb.DeviceUsageList(devices=self._core.usage())
+
+
 class PluginServer:
     def __init__(
         self,
@@ -134,6 +151,8 @@ class PluginServer:
         # Every ListAndWatch stream holds a worker thread, so leave room for unary calls.
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix=f"dp-{self.socket_name}"))
         pb_grpc.add_DevicePluginServicer_to_server(_Servicer(self.core, self._stopping), server)
+        if isinstance(self.core, UsageCore):
+            usage_grpc.add_DeviceUsageServicer_to_server(_UsageServicer(self.core), server)
         server.add_insecure_port(f"unix://{self.socket_path}")
         server.start()
         self._server = server

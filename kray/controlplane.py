@@ -40,6 +40,7 @@ BUILTIN_CONTROLLERS = {
     "trainingjob": "kray.actors.controllers.trainingjob:setup",
     "podgroup": "kray.actors.controllers.podgroup:setup",
     "disruption": "kray.actors.controllers.disruption:setup",
+    "resourcequota": "kray.actors.controllers.resourcequota:setup",
 }
 Log = Callable[[str], None]
 

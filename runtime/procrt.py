@@ -27,6 +27,7 @@ import os
 import shutil
 import signal as _signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,35 @@ NO_ISOLATION_WARNING = (
     "no cgroups or resource limits, the host network and filesystem, the runtime's own user"
 )
 _WAIT_FOR_START = 'read _ < "$0"; exec "$@"'
+
+# `exec --process FILE --console-socket SOCKET` on the host, as crun does it in a container: a
+# new pty sized by consoleSize, its master sent to the socket (SCM_RIGHTS), the slave the
+# command's stdio and controlling terminal (login_tty: setsid + TIOCSCTTY), then the command
+# with the process's env and cwd, as `create` runs a container's. A fresh interpreter does this
+# because the CRI service is threaded: no pty set-up between its fork and exec.
+_TERMINAL_EXEC = r"""
+import fcntl, json, os, socket, struct, sys, termios
+with open(sys.argv[1]) as f:
+    process = json.load(f)
+master, slave = os.openpty()
+size = process.get("consoleSize") or {}
+fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", size.get("height", 0), size.get("width", 0), 0, 0))
+with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+    s.connect(sys.argv[2])
+    socket.send_fds(s, [os.ttyname(slave).encode()], [master])
+os.close(master)
+os.login_tty(slave)
+cwd = process.get("cwd") or ""
+if os.path.isdir(cwd):
+    os.chdir(cwd)
+env = dict(e.partition("=")[::2] for e in process.get("env") or [])
+args = process["args"]
+try:
+    os.execvpe(args[0], args, env)
+except OSError as exc:
+    print(f"exec {args[0]}: {exc.strerror}", file=sys.stderr)
+    sys.exit(127)
+"""
 
 
 class ProcessRuntime(CliRuntime):
@@ -58,7 +88,10 @@ class ProcessRuntime(CliRuntime):
             raise OciError(f"process container {cid} does not exist") from None
 
     def argv(self, *args: str) -> list[str]:
-        """`exec <id> cmd...` is the command itself, on the host (there is nothing to enter)."""
+        """`exec <id> cmd...` is the command itself, on the host (there is nothing to enter);
+        `exec --process FILE --console-socket SOCKET <id>` (a terminal) runs `_TERMINAL_EXEC`."""
+        if args[:2] == ("exec", "--process") and len(args) == 6 and args[3] == "--console-socket":
+            return [sys.executable, "-c", _TERMINAL_EXEC, args[2], args[4]]
         if args and args[0] == "exec":
             return list(args[2:])
         raise OciError(f"process runtime has no command line for {args[:1]}")

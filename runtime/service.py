@@ -20,6 +20,7 @@ a sandbox's namespaces, shm and /etc files is sandboxsetup.py; this module holds
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -344,14 +345,48 @@ class NodeRuntime:
             raise InvalidArgument("exec: empty command")
         return self.runtime.argv("exec", cid, *cmd)
 
-    def exec_start(self, cid: str, cmd: list[str], stdin: bool) -> subprocess.Popen[bytes]:
-        """Start `cmd` in the running container with its output on pipes (streaming exec)."""
-        return subprocess.Popen(
-            self._exec_argv(cid, cmd),
-            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+    def exec_start(
+        self,
+        cid: str,
+        cmd: list[str],
+        stdin: bool,
+        console: str = "",
+        size: tuple[int, int] | None = None,
+        relay_fd: int | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """Start `cmd` in the running container with its output on pipes (streaming exec).
+
+        With `console`, the path of a listening unix socket in a private folder, it runs on a new
+        terminal instead, whose master the runtime sends to that socket (crun's
+        `--console-socket`); only the runtime's own errors stay on a pipe (stderr). With
+        `relay_fd` too (a pty of the caller's), the runtime is given that as its stdio and no
+        socket: runc relays the terminal so (its console socket needs a detached exec, whose
+        exit code nobody gets). The command goes in a process file in the socket's folder (the
+        container's own process with these args, `terminal`, and `consoleSize` from `size`, as
+        (columns, rows)): the runtime sizes the terminal as it starts the command (runc before
+        it, crun along with it), where `exec --tty` would leave it 0x0 until a later resize."""
+        argv = self._exec_argv(cid, cmd)  # checks the container runs and there is a command
+        if not console:
+            return subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        spec = json.loads((self.containers.dir(cid) / "config.json").read_text())
+        process = {**spec.get("process", {}), "args": cmd, "terminal": True}
+        env = list(process.get("env") or [])
+        if not any(e.startswith("TERM=") for e in env):
+            process["env"] = [*env, "TERM=xterm"]  # as containerd does: a terminal needs a type
+        if size and all(size):
+            process["consoleSize"] = {"width": size[0], "height": size[1]}
+        process_file = Path(console).with_suffix(".json")
+        process_file.write_text(json.dumps(process))
+        if relay_fd is not None:
+            argv = self.runtime.argv("exec", "--process", str(process_file), cid)
+            return subprocess.Popen(argv, stdin=relay_fd, stdout=relay_fd, stderr=relay_fd)
+        argv = self.runtime.argv("exec", "--process", str(process_file), "--console-socket", console, cid)
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def exec_sync(self, cid: str, cmd: list[str], timeout: float) -> tuple[bytes, bytes, int]:
         """Run `cmd` in the running container; (stdout, stderr, exit code)."""

@@ -51,18 +51,20 @@ for name in names:
 PY
 echo "generated in $cri_root/cri: $(cd "$cri_root/cri" && ls *_pb2*.py* | tr '\n' ' ')"
 
-# --- device plugin API (deviceplugins/api/), Kubernetes' v1beta1 with the same post-processing ---
+# --- device plugin API (deviceplugins/api/), Kubernetes' v1beta1 with the same post-processing, ---
+# --- and kray's DeviceUsage extension (deviceusage.proto), served next to it by the GPU plugin ---
 dp="$root/deviceplugins/api"
 cd "$dp"
-"$python" -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. deviceplugin.proto
+"$python" -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. deviceplugin.proto deviceusage.proto
 "$python" - <<'PY'
 import re
 from pathlib import Path
 
-for name in ("deviceplugin_pb2.py", "deviceplugin_pb2_grpc.py", "deviceplugin_pb2.pyi"):
+names = [f"{base}{ext}" for base in ("deviceplugin_pb2", "deviceusage_pb2") for ext in (".py", "_grpc.py", ".pyi")]
+for name in names:
     path = Path(name)
     text = path.read_text()
-    text = re.sub(r"^import (deviceplugin_pb2) as ", r"from . import \1 as ", text, flags=re.M)
+    text = re.sub(r"^import (deviceplugin_pb2|deviceusage_pb2) as ", r"from . import \1 as ", text, flags=re.M)
     text = re.sub(r"^_runtime_version\.ValidateProtobufRuntimeVersion\(\n(?:    .*\n)*?\)\n", "", text, flags=re.M)
     text = re.sub(r"^GRPC_GENERATED_VERSION = '[^']*'", "GRPC_GENERATED_VERSION = '1.66.0'", text, flags=re.M)
     path.write_text(text)

@@ -41,6 +41,7 @@ from .patch import PATCH_TYPES
 from .paths import RESOURCE_METHODS, Target, resolve, resource_path
 from .podexec import PodExec
 from .priority import BUILTIN_PRIORITY_CLASSES, PriorityAdmission, builtin_class
+from .quota import ResourceQuotaAdmission
 from .watch import WatchParams, WatchResponse, watch_stream
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ class ApiServer:
         if service_cidr:
             self.cluster_ips = ClusterIPAllocator(store.kv, service_cidr, repair_interval=service_ip_repair_interval)
             hooks.append(self.cluster_ips)
+        hooks += [ResourceQuotaAdmission(store, registry, clock)] if builtin_admission else []  # last: it charges
         self.handlers = Handlers(
             store, hooks, self.namespace_lifecycle, clock, graceful_pod_deletion, priority=self.priority
         )

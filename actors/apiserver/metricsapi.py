@@ -5,6 +5,11 @@ node's and pod's CPU (a rate, in nano cores) and memory working set, from the ku
 ``/stats/summary`` (``kubelet/stats.py``). Nothing is stored: every request asks the kubelets
 of the nodes concerned, concurrently, and a node whose kubelet does not answer in time is left
 out (as metrics-server leaves out what it could not scrape). Read-only: get and list.
+
+GPUs (kray extensions, which kubectl ignores: it reads only ``cpu`` and ``memory``): a container
+whose summary lists ``accelerators`` gets two more usage keys, ``nvidia.com/gpu.utilization``
+(percent busy, averaged over its GPUs, a plain integer quantity) and ``nvidia.com/gpu.memory``
+(memory used on its GPUs, summed, in Ki); a node gets the same over all its GPUs.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ GROUP, VERSION = "metrics.k8s.io", "v1beta1"
 GROUP_VERSION = f"{GROUP}/{VERSION}"
 PREFIX = f"/apis/{GROUP_VERSION}"
 SCRAPE_TIMEOUT_S = 5.0
+GPU_UTILIZATION = "nvidia.com/gpu.utilization"
+GPU_MEMORY = "nvidia.com/gpu.memory"
 
 
 def group_doc() -> dict[str, Any]:
@@ -55,6 +62,20 @@ def _cpu(nano_cores: int) -> str:
 
 def _memory(num_bytes: int) -> str:
     return f"{int(num_bytes) // 1024}Ki"
+
+
+def _gpu(stats: dict[str, Any]) -> dict[str, str]:
+    """The GPU usage keys for a summary's container or node; {} without accelerators, and a key
+    left out when none of the GPUs can tell that figure."""
+    accelerators = stats.get("accelerators") or []
+    busy = [int(a["dutyCycle"]) for a in accelerators if "dutyCycle" in a]
+    used = [int(a["memoryUsed"]) for a in accelerators if "memoryUsed" in a]
+    out = {}
+    if busy:
+        out[GPU_UTILIZATION] = str(sum(busy) // len(busy))
+    if used:
+        out[GPU_MEMORY] = _memory(sum(used))
+    return out
 
 
 class MetricsApi:
@@ -115,6 +136,7 @@ class MetricsApi:
         for s in await self._summaries(nodes):
             node = s["node"]
             usage = {"cpu": _cpu(node["cpu"]["usageNanoCores"]), "memory": _memory(node["memory"]["workingSetBytes"])}
+            usage.update(_gpu(node))
             items.append({
                 "metadata": {"name": node["nodeName"], "creationTimestamp": _now()},
                 "timestamp": node["cpu"]["time"],
@@ -156,7 +178,7 @@ class MetricsApi:
                     continue
                 containers = [
                     {"name": c["name"], "usage": {"cpu": _cpu(c["cpu"]["usageNanoCores"]),
-                                                  "memory": _memory(c["memory"]["workingSetBytes"])}}
+                                                  "memory": _memory(c["memory"]["workingSetBytes"]), **_gpu(c)}}
                     for c in pod.get("containers") or []
                 ]  # fmt: skip
                 times = [c["cpu"]["time"] for c in pod.get("containers") or []]

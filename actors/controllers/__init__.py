@@ -34,6 +34,7 @@ def controller_manager(manager: Manager) -> None:
         nodeipam,
         nodelifecycle,
         podgroup,
+        resourcequota,
         trainingjob,
     )
 
@@ -47,6 +48,7 @@ def controller_manager(manager: Manager) -> None:
     trainingjob.setup(manager)
     podgroup.setup(manager)
     disruption.setup(manager)
+    resourcequota.setup(manager)
 
 
 __all__ = ["build_all", "controller_manager"]

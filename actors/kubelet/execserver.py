@@ -4,7 +4,11 @@ Kubernetes' channel protocol (``kray.client.channels``) on one side, the runtime
 on the other: stdin messages become stdin requests (``[255, 0]`` closes stdin, as does the client
 leaving), the command's output goes out on stdout/stderr as it comes, and the exit code ends it
 as a Status on the error channel. The API server's ``pods/{name}/exec`` relays to here.
-No TTY: the runtime's exec has no terminal to offer, and a request for one is refused.
+
+With ``tty=true`` the command runs on a terminal: its output (one stream) comes on stdout, and
+resize messages (channel 4, ``{"Width": 80, "Height": 24}`` as kubectl sends them) size it. The
+runtime is asked to run the command only once the client's first size arrived (kubectl sends it
+first thing) or ``FIRST_SIZE_WAIT_S`` passed, so the command starts on a sized terminal.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ if TYPE_CHECKING:
     from .kubelet import Kubelet
 
 log = logging.getLogger(__name__)
+
+FIRST_SIZE_WAIT_S = 1.0
 
 
 def _true(value: str | None) -> bool:
@@ -58,29 +64,47 @@ def exec_route(kubelet: Kubelet) -> WebSocketRoute:
             return
         await ws.accept(subprotocol=protocol)
         p, q = ws.path_params, ws.query_params
-        command, want_stdin = q.getlist("command"), _true(q.get("stdin"))
+        command, want_stdin, tty = q.getlist("command"), _true(q.get("stdin")), _true(q.get("tty"))
         try:
             if not command:
                 raise LookupError("you must specify at least one command for the container")
-            if _true(q.get("tty")):
-                raise LookupError("a TTY is not supported by kray's exec: use stdin (-i) without -t")
             cid = await _container_id(kubelet, p["namespace"], p["pod"], p["container"])
         except LookupError as exc:
             await _send(ws, channels.ERROR, json.dumps(channels.failure(str(exc), 400, "BadRequest")).encode())
             await ws.close()
             return
         stdin: asyncio.Queue[pb.ExecStreamRequest | None] = asyncio.Queue()
+        first_size: asyncio.Future[pb.TerminalSize | None] = asyncio.get_running_loop().create_future()
 
         async def requests() -> AsyncIterator[pb.ExecStreamRequest]:
-            yield pb.ExecStreamRequest(container_id=cid, cmd=command, stdin=want_stdin)
+            size = None
+            if tty:  # the client's first size, if it comes soon: the command starts that big
+                with contextlib.suppress(TimeoutError):
+                    size = await asyncio.wait_for(asyncio.shield(first_size), FIRST_SIZE_WAIT_S)
+            yield pb.ExecStreamRequest(container_id=cid, cmd=command, stdin=want_stdin, tty=tty, resize=size)
             while (req := await stdin.get()) is not None:
                 yield req
 
+        def no_first_size() -> None:
+            if not first_size.done():
+                first_size.set_result(None)
+
         async def read_client() -> None:
-            """Client messages to stdin requests; its leaving closes stdin."""
+            """Client messages to stdin and resize requests; its leaving closes stdin."""
             try:
                 while True:
                     data = await ws.receive_bytes()
+                    if data[:1] == bytes([channels.RESIZE]) and tty:
+                        wh = channels.terminal_size(data[1:])
+                        size = pb.TerminalSize(width=wh[0], height=wh[1]) if wh else None
+                        if size is None:
+                            log.debug("exec %s: ignored resize message %r", command, data[1:200])
+                        elif not first_size.done():
+                            first_size.set_result(size)
+                        else:
+                            await stdin.put(pb.ExecStreamRequest(resize=size))
+                        continue
+                    no_first_size()  # anything else first: the client sends no size before it
                     if data[:1] == bytes([channels.STDIN]) and len(data) > 1:
                         await stdin.put(pb.ExecStreamRequest(stdin_data=data[1:]))
                     elif data[:2] == bytes([channels.CLOSE, channels.STDIN]):
@@ -88,6 +112,7 @@ def exec_route(kubelet: Kubelet) -> WebSocketRoute:
             except (WebSocketDisconnect, RuntimeError, KeyError):
                 pass
             finally:
+                no_first_size()
                 await stdin.put(pb.ExecStreamRequest(stdin_closed=True))
                 await stdin.put(None)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 
+from kray.deviceplugins.api.usage import DeviceUsage
 from kray.runtime.cri import api_pb2 as pb
 from kray.runtime.cri import portforward_pb2 as pfpb
 
@@ -266,7 +267,11 @@ class FakeCri:
         self, requests: AsyncIterator[pb.ExecStreamRequest]
     ) -> AsyncGenerator[pb.ExecStreamResponse, None]:
         """``exec_handler``'s output, then (with stdin) every stdin chunk echoed back as it
-        arrives, like ``cat``; the exit code is ``exec_handler``'s once stdin closes."""
+        arrives, like ``cat``; the exit code is ``exec_handler``'s once stdin closes. With
+        ``tty``, newlines come out as a terminal's "\\r\\n", a typed ^D ends the input as a
+        terminal's line discipline would (a raw client sends every key, ^D included), and every
+        size the terminal gets (the first request's, then each resize) is recorded as
+        ``("ExecStreamResize", (w, h))``."""
         first = await anext(requests, None)
         if first is None:
             raise rpc_error(grpc.StatusCode.INVALID_ARGUMENT, "exec: the stream ended before saying what to run")
@@ -275,13 +280,19 @@ class FakeCri:
         if c.state != pb.CONTAINER_RUNNING:
             raise rpc_error(grpc.StatusCode.FAILED_PRECONDITION, f"container {first.container_id} is not running")
         code, out = self.exec_handler(c.config.metadata.name, list(first.cmd))
+        if first.tty and first.HasField("resize"):
+            self.calls.append(("ExecStreamResize", (first.resize.width, first.resize.height)))
+        onlcr: Callable[[bytes], bytes] = (lambda b: b.replace(b"\n", b"\r\n")) if first.tty else (lambda b: b)
         if out:
-            yield pb.ExecStreamResponse(stdout=out)
+            yield pb.ExecStreamResponse(stdout=onlcr(out))
         if first.stdin:
             async for req in requests:
-                if req.stdin_data:
-                    yield pb.ExecStreamResponse(stdout=req.stdin_data)
-                if req.stdin_closed:
+                if first.tty and req.HasField("resize"):
+                    self.calls.append(("ExecStreamResize", (req.resize.width, req.resize.height)))
+                typed, eof, _ = req.stdin_data.partition(b"\x04") if first.tty else (req.stdin_data, b"", b"")
+                if typed:
+                    yield pb.ExecStreamResponse(stdout=onlcr(typed))
+                if req.stdin_closed or eof:
                     break
         yield pb.ExecStreamResponse(exited=True, exit_code=code)
 
@@ -344,10 +355,12 @@ class FakeCri:
 
 @dataclass
 class FakeDevices:
-    """A device manager over fixed device ids per resource, with the real allocation rules."""
+    """A device manager over fixed device ids per resource, with the real allocation rules, and
+    the usage a DeviceUsage-serving plugin would report (``set_usage``; none until then)."""
 
     devices: dict[str, list[str]]
     allocations: dict[tuple[str, str], dict[str, list[str]]] = field(default_factory=dict)
+    gpu_usage: dict[str, DeviceUsage] = field(default_factory=dict)  # by physical id (a GPU's UUID)
 
     def capacity(self) -> dict[str, int]:
         return {r: len(ids) for r, ids in self.devices.items()}
@@ -394,4 +407,42 @@ class FakeDevices:
         out: list[str] = []
         for uid in {k[0] for k in self.allocations} - active:
             out += self.free_pod(uid)
+        return out
+
+    def set_usage(
+        self,
+        device: str,
+        gpu_percent: int | None,
+        memory_used_bytes: int | None,
+        memory_total_bytes: int = 80 * 1024**3,
+        model: str = "NVIDIA H100 80GB HBM3",
+    ) -> None:
+        """What ``device``'s plugin reports from now on; ``device``: the physical id, shared by
+        its time-sliced ``<device>::<i>`` ids. None: a figure the device cannot tell."""
+        from kray.deviceplugins.allocation import base_uuid
+
+        owner = [r for r, ids in self.devices.items() if any(base_uuid(d) == device for d in ids)]
+        if not owner:
+            raise KeyError(f"no resource advertises device {device}")
+        if gpu_percent is not None and not 0 <= gpu_percent <= 100:
+            raise ValueError(f"gpu_percent must be 0-100, got {gpu_percent}")
+        if memory_used_bytes is not None and not 0 <= memory_used_bytes <= memory_total_bytes:
+            raise ValueError(f"memory_used_bytes must be 0-{memory_total_bytes}, got {memory_used_bytes}")
+        self.gpu_usage[device] = DeviceUsage(
+            device, owner[0], model, gpu_percent, memory_used_bytes, memory_total_bytes
+        )
+
+    def usage(self) -> dict[str, DeviceUsage]:
+        from kray.deviceplugins.allocation import base_uuid
+
+        aliases = {d: base_uuid(d) for ids in self.devices.values() for d in ids}
+        return {**self.gpu_usage, **{d: self.gpu_usage[b] for d, b in aliases.items() if b in self.gpu_usage}}
+
+    def container_usage(self) -> dict[tuple[str, str], list[DeviceUsage]]:
+        usage = self.usage()
+        out: dict[tuple[str, str], list[DeviceUsage]] = {}
+        for key, per in self.allocations.items():
+            held = {u.id: u for u in (usage.get(d) for ids in per.values() for d in ids) if u is not None}
+            if held:
+                out[key] = list(held.values())
         return out

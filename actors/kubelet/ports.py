@@ -10,8 +10,9 @@ import os
 from collections.abc import AsyncGenerator, AsyncIterator, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
+from kray.deviceplugins.api.usage import DeviceUsage
 from kray.runtime.cri import api_pb2 as pb
 from kray.runtime.cri import portforward_pb2 as pfpb
 
@@ -63,7 +64,9 @@ class CriPort(Protocol):
         ...
 
     def exec_stream(self, requests: AsyncIterator[pb.ExecStreamRequest]) -> AsyncGenerator[pb.ExecStreamResponse, None]:
-        """Output as it comes, then ``exited``; ``requests``: what to run, then stdin."""
+        """Output as it comes, then ``exited``; ``requests``: what to run, then stdin. With
+        ``tty`` the command is on a terminal: one output stream (stdout), and ``resize``
+        requests (the first request's: its starting size) set its size."""
         ...
 
     def port_forward(
@@ -159,6 +162,20 @@ class DevicePort(Protocol):
     def free_pod(self, pod_uid: str) -> list[str]: ...
 
     def retain_pods(self, active: set[str]) -> list[str]: ...
+
+
+@runtime_checkable
+class DeviceUsagePort(Protocol):
+    """Optional on a ``DevicePort`` (``DeviceManager`` and ``FakeDevices`` have it): how busy the
+    node's devices are, for ``/stats/summary``. Blocking: called in a worker thread."""
+
+    def usage(self) -> dict[str, DeviceUsage]:
+        """Device id -> usage (a time-sliced ``<uuid>::<i>`` maps to its GPU's)."""
+        ...
+
+    def container_usage(self) -> dict[tuple[str, str], list[DeviceUsage]]:
+        """(pod uid, container name) -> its devices' usage, each physical device once."""
+        ...
 
 
 def _default_hostname() -> str:

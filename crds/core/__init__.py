@@ -43,6 +43,7 @@ from .pod import (
     PodTemplateSpec,
     qos_class,
 )
+from .quota import ResourceQuota as ResourceQuota  # registers ResourceQuota
 from .scheduling import (
     Affinity,
     NodeAffinity,

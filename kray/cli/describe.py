@@ -148,6 +148,10 @@ def describe(client: Client, ref: ResourceRef, obj: Obj) -> str:
         from .describe_podgroup import describe_pod_group
 
         return describe_pod_group(client, ref, obj)
+    if (ref.group, ref.plural) == ("", "resourcequotas"):
+        from .describe_quota import describe_quota
+
+        return describe_quota(client, ref, obj)
     if (ref.group, ref.plural) == ("", "nodes"):
         from .describe_node import describe_node
 

@@ -1,16 +1,29 @@
-"""``kray exec POD [-c CONTAINER] [-i] -- COMMAND [ARGS...]``: run a command in a running container.
+"""``kray exec POD [-c CONTAINER] [-i] [-t] -- COMMAND [ARGS...]``: run a command in a running container.
 
 Speaks Kubernetes' WebSocket channel protocol (``v5.channel.k8s.io``) to the API server's
 ``pods/{name}/exec``, as kubectl does: the command's stdout and stderr arrive as it writes them,
 ``-i`` sends this process's stdin (its end closes the command's stdin), and kray exits with the
-command's exit code. ``-t`` is refused: the runtime's exec has no terminal to offer.
+command's exit code.
+
+``-it`` from a terminal is an interactive session: the command runs on a terminal in the
+container, this one is put in raw mode (every key, ^C included, goes to the command; restored
+when the session ends, however it ends), and its size is sent first and again on every SIGWINCH
+(channel 4). As with kubectl, ``-t`` without ``-i`` is ignored, and with stdin that is not a
+terminal it is dropped with a warning.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import queue
+import signal
 import sys
+import termios
 import threading
+import tty as ttymode
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -19,12 +32,18 @@ import click
 from kray.cli.common import fail, make_client
 from kray.client import channels
 
+NOT_A_TERMINAL = "Unable to use a TTY - input is not a terminal or the right kind of file"
 
-def exec_url(server: str, namespace: str, pod: str, command: list[str], container: str | None, stdin: bool) -> str:
+
+def exec_url(
+    server: str, namespace: str, pod: str, command: list[str], container: str | None, stdin: bool, tty: bool = False
+) -> str:
     query: list[tuple[str, str]] = [("command", a) for a in command]
-    query += [("stdout", "true"), ("stderr", "true")]
+    query += [("stdout", "true"), ("stderr", "false" if tty else "true")]  # a terminal has one output
     if stdin:
         query.append(("stdin", "true"))
+    if tty:
+        query.append(("tty", "true"))
     if container:
         query.append(("container", container))
     ws = "wss" + server[len("https") :] if server.startswith("https") else "ws" + server[len("http") :]
@@ -42,42 +61,120 @@ def _pump_stdin(ws: Any) -> None:
         pass  # the connection ended first: the command is over
 
 
+def _pump_keys(ws: Any, fd: int) -> None:
+    """Keys from the raw terminal as they are typed (no buffering: a key is a message)."""
+    try:
+        while chunk := os.read(fd, 64 << 10):
+            ws.send(bytes([channels.STDIN]) + chunk)
+        ws.send(bytes([channels.CLOSE, channels.STDIN]))
+    except Exception:
+        pass  # the connection ended first: the command is over
+
+
+def resize_message(fds: tuple[int, ...]) -> bytes | None:
+    """The first terminal's size among ``fds`` as a resize message (kubectl asks stdout first)."""
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            size = os.get_terminal_size(fd)
+            return channels.resize_message(size.columns, size.lines)
+    return None
+
+
+def _send_resizes(ws: Any, wanted: queue.SimpleQueue[bool], fds: tuple[int, ...]) -> None:
+    """The terminal's size each time SIGWINCH asks (False: the session is over)."""
+    while wanted.get():
+        message = resize_message(fds)
+        if message is None:
+            continue
+        try:
+            ws.send(message)
+        except Exception:
+            return  # the connection ended: nothing more to size
+
+
+@contextlib.contextmanager
+def raw_terminal(fd: int) -> Iterator[None]:
+    """``fd``'s terminal in raw mode, put back as it was when the block ends, however it ends
+    (SIGTERM and SIGHUP too: they become SystemExit, so the ``finally`` runs)."""
+    saved = termios.tcgetattr(fd)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+
+    def leave(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    for sig in handlers:
+        signal.signal(sig, leave)
+    try:
+        ttymode.setraw(fd, termios.TCSANOW)  # as kubectl: keys typed ahead are kept, not flushed
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+def _session(ws: Any, stdin: bool, tty: bool) -> dict[str, Any] | None:
+    """Pump stdin (and sizes) in, output out; the error channel's Status at the end."""
+    status: dict[str, Any] | None = None
+    resizes: queue.SimpleQueue[bool] = queue.SimpleQueue()  # put() is safe in a signal handler
+    previous = None
+    if tty:
+        size_fds = (sys.stdout.fileno(), sys.stdin.fileno())
+        if (message := resize_message(size_fds)) is not None:  # first: the command starts this big
+            ws.send(message)
+        previous = signal.signal(signal.SIGWINCH, lambda *_: resizes.put(True))
+        threading.Thread(target=_send_resizes, args=(ws, resizes, size_fds), daemon=True).start()
+        threading.Thread(target=_pump_keys, args=(ws, sys.stdin.fileno()), daemon=True).start()
+    elif stdin:
+        threading.Thread(target=_pump_stdin, args=(ws,), daemon=True).start()
+    try:
+        for message in ws:
+            data = message if isinstance(message, bytes) else message.encode()
+            if data[:1] == bytes([channels.STDOUT]):
+                sys.stdout.buffer.write(data[1:])
+                sys.stdout.buffer.flush()
+            elif data[:1] == bytes([channels.STDERR]):
+                sys.stderr.buffer.write(data[1:])
+                sys.stderr.buffer.flush()
+            elif data[:1] == bytes([channels.ERROR]):
+                status = json.loads(data[1:] or b"{}")
+    finally:
+        if tty:
+            signal.signal(signal.SIGWINCH, previous)
+            resizes.put(False)
+    return status
+
+
 @click.command("exec")
 @click.argument("pod")
 @click.argument("command", nargs=-1, required=True)
 @click.option("-c", "--container", default=None, help="Container name (default: the pod's only one).")
 @click.option("-n", "--namespace", default="default")
 @click.option("-i", "--stdin", is_flag=True, help="Pass stdin to the command.")
-@click.option("-t", "--tty", is_flag=True, help="Stdin is a TTY (not supported).")
+@click.option("-t", "--tty", is_flag=True, help="Stdin is a TTY: with -i, an interactive session on a terminal.")
 def exec_cmd(pod: str, command: tuple[str, ...], container: str | None, namespace: str, stdin: bool, tty: bool) -> None:
     """Run COMMAND in a container of POD (put it after --), with its exit code as kray's."""
     from websockets.exceptions import InvalidStatus, WebSocketException
     from websockets.sync.client import connect
     from websockets.typing import Subprotocol
 
-    if tty:
-        fail("a TTY (-t) is not supported by kray exec: use -i without -t")
+    if tty and not stdin:
+        tty = False  # as kubectl: no input, so no terminal to type on
+    if tty and not sys.stdin.isatty():
+        click.echo(NOT_A_TERMINAL, err=True)
+        tty = False
     client = make_client()
-    url = exec_url(client.server, namespace, pod.removeprefix("pod/"), list(command), container, stdin)
+    url = exec_url(client.server, namespace, pod.removeprefix("pod/"), list(command), container, stdin, tty)
     headers = {"Authorization": f"Bearer {client.token}"} if client.token else {}
     client.close()
-    status: dict[str, Any] | None = None
     try:
-        with connect(
-            url, additional_headers=headers, subprotocols=[Subprotocol(channels.V5)], open_timeout=10, max_size=None
-        ) as ws:
-            if stdin:
-                threading.Thread(target=_pump_stdin, args=(ws,), daemon=True).start()
-            for message in ws:
-                data = message if isinstance(message, bytes) else message.encode()
-                if data[:1] == bytes([channels.STDOUT]):
-                    sys.stdout.buffer.write(data[1:])
-                    sys.stdout.buffer.flush()
-                elif data[:1] == bytes([channels.STDERR]):
-                    sys.stderr.buffer.write(data[1:])
-                    sys.stderr.buffer.flush()
-                elif data[:1] == bytes([channels.ERROR]):
-                    status = json.loads(data[1:] or b"{}")
+        with (
+            connect(
+                url, additional_headers=headers, subprotocols=[Subprotocol(channels.V5)], open_timeout=10, max_size=None
+            ) as ws,
+            raw_terminal(sys.stdin.fileno()) if tty else contextlib.nullcontext(),
+        ):
+            status = _session(ws, stdin, tty)
     except InvalidStatus as exc:
         http = exc.response.status_code
         fail("Unauthorized: check the token in your kray config" if http == 403 else f"exec refused: HTTP {http}")

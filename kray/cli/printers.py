@@ -328,6 +328,21 @@ def _trainingjob_row(tj: Obj, wide: bool) -> list[str]:
 COLUMNS[("kray.io", "trainingjobs")] = (["STATE", "AGE"], ["RESTARTS", "MASTER"], _trainingjob_row)
 
 
+def _quota_row(rq: Obj, wide: bool) -> list[str]:
+    """kubectl's REQUEST and LIMIT: ``used/hard`` of status.hard's resources, sorted; the
+    ``limits.*`` ones in LIMIT."""
+    status = rq.get("status") or {}
+    hard, used = status.get("hard") or {}, status.get("used") or {}
+    request: list[str] = []
+    limit: list[str] = []
+    for name in sorted(hard):
+        (limit if name.startswith("limits.") else request).append(f"{name}: {used.get(name, '0')}/{hard[name]}")
+    return [_age(rq), ", ".join(request), ", ".join(limit)]
+
+
+COLUMNS[("", "resourcequotas")] = (["AGE", "REQUEST", "LIMIT"], [], _quota_row)
+
+
 def has_printer(ref: ResourceRef) -> bool:
     """Whether ``kray get`` prints this kind itself (else it asks the server for a Table)."""
     return (ref.group, ref.plural) in COLUMNS

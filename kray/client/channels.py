@@ -2,12 +2,14 @@
 
 Every binary message starts with its channel byte: 0 stdin, 1 stdout, 2 stderr, 3 error (a
 ``Status`` as JSON: ``Success``, or ``Failure`` with reason ``NonZeroExitCode`` and the exit code
-as a cause), 4 resize. ``v5`` adds channel 255, whose message ``[255, N]`` closes channel N (the
-client's way to say "stdin is done"). Shared by the API server, the kubelet and ``kray exec``.
+as a cause), 4 resize (a terminal's new size, ``{"Width": 80, "Height": 24}``). ``v5`` adds
+channel 255, whose message ``[255, N]`` closes channel N (the client's way to say "stdin is
+done"). Shared by the API server, the kubelet and ``kray exec``.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
@@ -48,3 +50,20 @@ def exit_code(status: dict[str, Any]) -> int | None:
             if cause.get("reason") == "ExitCode" and str(cause.get("message", "")).isdigit():
                 return int(cause["message"])
     return None
+
+
+def resize_message(width: int, height: int) -> bytes:
+    """A resize message (channel byte included), as kubectl words it."""
+    return bytes([RESIZE]) + json.dumps({"Width": width, "Height": height}).encode()
+
+
+def terminal_size(body: bytes) -> tuple[int, int] | None:
+    """(width, height) from a resize message's body; None for one that is not a size."""
+    try:
+        size = json.loads(body)
+        width, height = int(size["Width"]), int(size["Height"])
+    except (ValueError, TypeError, KeyError):
+        return None
+    if not (0 <= width < 1 << 16 and 0 <= height < 1 << 16):  # a terminal's winsize holds 16 bits
+        return None
+    return width, height

@@ -814,18 +814,30 @@ class ExecSyncResponse(_message.Message):
     def __init__(self, stdout: _Optional[bytes] = ..., stderr: _Optional[bytes] = ..., exit_code: _Optional[int] = ...) -> None: ...
 
 class ExecStreamRequest(_message.Message):
-    __slots__ = ("container_id", "cmd", "stdin", "stdin_data", "stdin_closed")
+    __slots__ = ("container_id", "cmd", "stdin", "stdin_data", "stdin_closed", "tty", "resize")
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     CMD_FIELD_NUMBER: _ClassVar[int]
     STDIN_FIELD_NUMBER: _ClassVar[int]
     STDIN_DATA_FIELD_NUMBER: _ClassVar[int]
     STDIN_CLOSED_FIELD_NUMBER: _ClassVar[int]
+    TTY_FIELD_NUMBER: _ClassVar[int]
+    RESIZE_FIELD_NUMBER: _ClassVar[int]
     container_id: str
     cmd: _containers.RepeatedScalarFieldContainer[str]
     stdin: bool
     stdin_data: bytes
     stdin_closed: bool
-    def __init__(self, container_id: _Optional[str] = ..., cmd: _Optional[_Iterable[str]] = ..., stdin: _Optional[bool] = ..., stdin_data: _Optional[bytes] = ..., stdin_closed: _Optional[bool] = ...) -> None: ...
+    tty: bool
+    resize: TerminalSize
+    def __init__(self, container_id: _Optional[str] = ..., cmd: _Optional[_Iterable[str]] = ..., stdin: _Optional[bool] = ..., stdin_data: _Optional[bytes] = ..., stdin_closed: _Optional[bool] = ..., tty: _Optional[bool] = ..., resize: _Optional[_Union[TerminalSize, _Mapping]] = ...) -> None: ...
+
+class TerminalSize(_message.Message):
+    __slots__ = ("width", "height")
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    width: int
+    height: int
+    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
 
 class ExecStreamResponse(_message.Message):
     __slots__ = ("stdout", "stderr", "exited", "exit_code")

@@ -123,15 +123,12 @@ class RuntimeClient:
     async def exec_stream(
         self, requests: AsyncIterator[pb.ExecStreamRequest]
     ) -> AsyncGenerator[pb.ExecStreamResponse, None]:
-        """A command's output as it comes; ``requests`` opens with what to run, then stdin.
-        No deadline: it lasts as long as the command. Closing this iterator cancels the RPC,
-        and the runtime ends the command."""
-        call = self.runtime.ExecStream(requests)
-        try:
-            async for response in call:
-                yield response
-        finally:
-            call.cancel()
+        """A command's output as it comes; ``requests`` opens with what to run, then stdin
+        (and with ``tty``, terminal resizes). No deadline: it lasts as long as the command.
+        Closing this iterator cancels the RPC, and the runtime ends the command (with a
+        terminal: hangs it up)."""
+        async for response in _bidi(self.runtime.ExecStream(), requests):
+            yield response
 
     # images -----------------------------------------------------------------------------------
     async def list_images(self, image: str = "") -> list[pb.Image]:

@@ -3,7 +3,8 @@
 ``build_mock_nvml(dir)`` compiles the library into ``dir`` (skipped when the source has not
 changed); ``MockLayout.write(path)`` writes the config file the library reads at ``nvmlInit``
 (pointed to by ``KRAY_MOCK_NVML_CONFIG``), ``events_path``/``lost_path`` are its fault-injection
-files. ``two_islands()`` and ``nvswitch()`` are the two 8-GPU servers the tests use.
+files and ``set_utilization`` changes what its GPUs report as busy while a process runs.
+``two_islands()`` and ``nvswitch()`` are the two 8-GPU servers the tests use.
 """
 
 from __future__ import annotations
@@ -66,11 +67,14 @@ class MockGpu:
     mig: int = 0  # 1 enabled, 0 disabled, -1 not supported (pre-Ampere)
     links: int = H200_NVLINKS
     numa_node: int | None = None  # written to the fake sysfs by write_sysfs
+    util: int = 0  # percent busy; -1: the GPU does not report it (NVML_ERROR_NOT_SUPPORTED)
+    used: int = 0  # bytes of memory in use (at most memory_bytes)
 
     def line(self) -> str:
         return (
             f"gpu uuid={self.uuid} name={self.name.replace(' ', '_')} mem={self.memory_bytes} "
-            f"bus={self.bus_id} cc={self.compute_capability} minor={self.minor} mig={self.mig} links={self.links}"
+            f"bus={self.bus_id} cc={self.compute_capability} minor={self.minor} mig={self.mig} links={self.links} "
+            f"util={self.util} used={self.used}"
         )
 
 
@@ -107,6 +111,19 @@ def events_path(config: Path) -> Path:
 def lost_path(config: Path) -> Path:
     """UUIDs listed here answer NVML_ERROR_GPU_IS_LOST."""
     return config.with_name(config.name + ".lost")
+
+
+def util_path(config: Path) -> Path:
+    """Lines ``<uuid> <util> <used>`` here override a GPU's utilization and memory in use."""
+    return config.with_name(config.name + ".util")
+
+
+def set_utilization(config: Path, usage: dict[str, tuple[int, int]]) -> None:
+    """What each GPU (by UUID) reports from now on: (percent busy or -1, memory used in bytes)."""
+    path = util_path(config)
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text("".join(f"{u} {busy} {used}\n" for u, (busy, used) in usage.items()))
+    partial.replace(path)  # atomic: the mock never reads half a file
 
 
 def inject_xid(config: Path, uuid: str | None, xid: int) -> None:

@@ -5,8 +5,11 @@
  *
  * Configuration: $KRAY_MOCK_NVML_CONFIG names a line-based text file read by nvmlInit:
  *   gpu uuid=GPU-0 name=NVIDIA_H200 mem=150754820096 bus=00000000:18:00.0 cc=9.0 minor=0 mig=0 links=18
+ *       util=35 used=1073741824
  *       (one line per GPU, in index order; '_' in name is a space; mig=-1: MIG not supported;
- *        links = NVLink links the GPU has, 0 for a PCIe card)
+ *        links = NVLink links the GPU has, 0 for a PCIe card; util = percent busy, -1: the GPU
+ *        does not report it (NOT_SUPPORTED); used = bytes of memory in use, at most mem;
+ *        util and used default to 0, an idle GPU)
  *   nvlink <gpu> <gpu> <n>        n links between two GPUs (both ends get them)
  *   nvlink <gpu> <bus-id> <n>     n links from a GPU to an NVSwitch (or any non-GPU) bus id
  *   ancestor <gpu> <gpu> <level>  NVML_TOPOLOGY_* of the pair (default SYSTEM, 50)
@@ -20,6 +23,9 @@
  *                    delivered in order by nvmlEventSetWait_v2 to sets created before the line
  *                    was appended (NVML, too, delivers only events that happen after registering)
  *   <config>.lost    one uuid per line: that GPU answers NVML_ERROR_GPU_IS_LOST
+ *   <config>.util    lines "<uuid> <util> <used>": that GPU's utilization and memory in use
+ *                    from now on, overriding its gpu line (the last line for a GPU wins; used
+ *                    beyond the GPU's memory is cut to it, as a real GPU cannot exceed it)
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -45,6 +51,8 @@ typedef struct nvmlDevice_st {
     char uuid[96], name[96], bus[32];
     unsigned long long mem;
     int cc_major, cc_minor, mig; /* mig: 1 on, 0 off, -1 not supported */
+    int util;                    /* percent busy; -1: NOT_SUPPORTED */
+    unsigned long long used;     /* memory in use, bytes */
     unsigned minor, links, used_links;
     char remote[MAX_LINKS][32]; /* bus id at the far end of each active link */
 } *nvmlDevice_t;
@@ -57,6 +65,7 @@ typedef struct {
 } nvmlPciInfo_t;
 
 typedef struct { unsigned long long total, free, used; } nvmlMemory_t;
+typedef struct { unsigned gpu, memory; } nvmlUtilization_t; /* percent of the last sample period */
 typedef struct { unsigned version; unsigned long long total, reserved, free, used; } nvmlMemory_v2_t;
 #define nvmlMemory_v2 ((unsigned)(sizeof(nvmlMemory_v2_t) | (2 << 24)))
 
@@ -119,10 +128,12 @@ static int parse_gpu(char *rest) {
         else if (!strcmp(kv, "minor")) g->minor = (unsigned)atoi(v);
         else if (!strcmp(kv, "mig")) g->mig = atoi(v);
         else if (!strcmp(kv, "links")) g->links = (unsigned)atoi(v);
+        else if (!strcmp(kv, "util")) g->util = atoi(v);
+        else if (!strcmp(kv, "used")) g->used = strtoull(v, NULL, 10);
         else return 0;
     }
     gpu_count++;
-    return g->uuid[0] != '\0';
+    return g->uuid[0] != '\0' && g->util <= 100 && g->used <= g->mem;
 }
 
 static int load_config(const char *path) {
@@ -170,6 +181,25 @@ static int is_lost(nvmlDevice_t g) {
     while (!lost && fscanf(f, "%127s", word) == 1) lost = !strcmp(word, g->uuid);
     fclose(f);
     return lost;
+}
+
+/* The GPU's utilization and memory in use now: its gpu line, unless the .util file says otherwise. */
+static void current_usage(nvmlDevice_t g, int *util, unsigned long long *used) {
+    *util = g->util;
+    *used = g->used;
+    FILE *f = open_beside_config(".util");
+    if (!f) return;
+    char line[256], uuid[128];
+    int u;
+    unsigned long long m;
+    while (fgets(line, sizeof line, f)) {
+        if (!strchr(line, '\n')) break; /* a line still being written */
+        if (sscanf(line, "%127s %d %llu", uuid, &u, &m) == 3 && !strcmp(uuid, g->uuid)) {
+            *util = u > 100 ? 100 : u;
+            *used = m > g->mem ? g->mem : m;
+        }
+    }
+    fclose(f);
 }
 
 /* Checks shared by every per-device call: NVML started, a handle we gave out, GPU still there. */
@@ -299,18 +329,39 @@ nvmlReturn_t nvmlDeviceGetMigMode(nvmlDevice_t g, unsigned *current, unsigned *p
 
 nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t g, nvmlMemory_t *memory) {
     CHECK(g);
+    int util;
+    unsigned long long used;
+    current_usage(g, &util, &used);
     memory->total = g->mem;
-    memory->used = 0;
-    memory->free = g->mem;
+    memory->used = used;
+    memory->free = g->mem - used;
     return NVML_SUCCESS;
 }
 
 nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t g, nvmlMemory_v2_t *memory) {
     CHECK(g);
     if (memory->version != nvmlMemory_v2) return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+    int util;
+    unsigned long long used;
+    current_usage(g, &util, &used);
     memory->total = g->mem;
-    memory->reserved = memory->used = 0;
-    memory->free = g->mem;
+    memory->reserved = 0;
+    memory->used = used;
+    memory->free = g->mem - used;
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t g, nvmlUtilization_t *utilization) {
+    CHECK(g);
+    if (!utilization) return NVML_ERROR_INVALID_ARGUMENT;
+    int util;
+    unsigned long long used;
+    current_usage(g, &util, &used);
+    if (util < 0) return NVML_ERROR_NOT_SUPPORTED; /* e.g. a GeForce board, some vGPU profiles */
+    utilization->gpu = (unsigned)util;
+    /* memory: the memory controller's busy share, not a fill level; kray does not read it,
+     * so a plausible value that moves with the load will do. */
+    utilization->memory = (unsigned)util / 2;
     return NVML_SUCCESS;
 }
 

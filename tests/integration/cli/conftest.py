@@ -11,11 +11,15 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
 from kray.etcd_server import free_port
+
+if TYPE_CHECKING:
+    from kray.client import Client
 
 TOKEN = "cli-test-token"
 
@@ -71,3 +75,12 @@ def cli_env(api_server: Served, monkeypatch: pytest.MonkeyPatch, tmp_path_factor
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env
+
+
+@pytest.fixture
+def client(cli_env: dict[str, str]) -> Iterator[Client]:
+    """A sync client of the test server, for setting up what the CLI then reads."""
+    from kray.client import Client
+
+    with Client(server=cli_env["KRAY_SERVER"], token=cli_env["KRAY_TOKEN"]) as c:
+        yield c

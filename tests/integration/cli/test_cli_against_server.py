@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from cli_it import kray
 
-from kray.cli.main import cli
 from kray.client import Client
 
 KRAY = Path(sys.executable).parent / "kray"
@@ -39,10 +38,6 @@ spec:
   ports: [{port: 80}]
 """
 CONFIGMAP = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {mode: fast}\n"
-
-
-def kray(*args: str, input: str | None = None) -> Result:
-    return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
 
 
 @pytest.fixture

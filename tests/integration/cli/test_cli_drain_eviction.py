@@ -12,28 +12,16 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from cli_it import kray
 
-from kray.cli.main import cli
 from kray.client import Client
 from kray.crds import Pod
 from kray.crds.policy import PodDisruptionBudget
 
 VIOLATION = "Cannot evict pod as it would violate the pod's disruption budget."
-
-
-def kray(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
-
-
-@pytest.fixture
-def client(cli_env: dict[str, str]) -> Iterator[Client]:
-    with Client(server=cli_env["KRAY_SERVER"], token=cli_env["KRAY_TOKEN"]) as c:
-        yield c
 
 
 @pytest.fixture

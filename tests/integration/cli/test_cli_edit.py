@@ -10,14 +10,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from cli_it import kray
 
-from kray.cli.main import cli
 from kray.client import Client
-
-
-def kray(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 def editor(tmp_path: Path, script: str) -> str:

@@ -9,27 +9,16 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from cli_it import kray
 
-from kray.cli.main import cli
 from kray.client import Client
 from kray.crds import Node, Pod
 
 Obj = dict[str, Any]
-
-
-def kray(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
-
-
-@pytest.fixture
-def client(cli_env: dict[str, str]) -> Iterator[Client]:
-    with Client(server=cli_env["KRAY_SERVER"], token=cli_env["KRAY_TOKEN"]) as c:
-        yield c
 
 
 @pytest.fixture

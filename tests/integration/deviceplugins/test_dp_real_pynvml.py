@@ -33,6 +33,7 @@ from tests.nvmlmock.build import (
     build_mock_nvml,
     inject_xid,
     set_lost,
+    set_utilization,
     two_islands,
 )
 from tests.nvmlmock.build import nvswitch as nvswitch_layout
@@ -275,6 +276,28 @@ def scenario_xid_from_a_lost_gpu(config: str, uuid: str) -> dict[str, Any] | Non
     return dataclasses.asdict(event) if event else None
 
 
+def scenario_utilization(config: str, uuids: list[str]) -> dict[str, Any]:
+    from kray.deviceplugins.nvidia import GpuPluginConfig, GpuPluginCore
+    from kray.deviceplugins.nvml import DeviceGoneError, PyNvml
+
+    nvml = PyNvml()
+    core = GpuPluginCore(nvml, GpuPluginConfig(device_nodes=False), clock=ManualClock())
+    seen: dict[str, Any] = {"configured": [dataclasses.asdict(nvml.utilization(i)) for i in range(3)]}
+    # A training step starts on GPU 1 while the process runs; GPU 0 asks for more than it has.
+    set_utilization(Path(config), {uuids[1]: (97, 60 * 1024**3), uuids[0]: (5, 10**15)})
+    seen["changed"] = [dataclasses.asdict(nvml.utilization(i)) for i in range(2)]
+    set_lost(Path(config), [uuids[1]])
+    try:
+        nvml.utilization(1)
+        seen["lost"] = "answered"
+    except DeviceGoneError as e:
+        seen["lost"] = str(e)
+    # The plugin's DeviceUsage answer: a lost GPU listed without figures, NOT_SUPPORTED left unset.
+    seen["plugin"] = [{f.name: v for f, v in entry.ListFields()} for entry in core.usage()[:3]]
+    core.stop()
+    return seen
+
+
 # ---------------------------------------------------------------------------------------------
 # tests
 
@@ -418,3 +441,37 @@ def test_xid_79_from_a_lost_gpu_names_that_gpu(mock_lib: Path, islands: tuple[Mo
     uuid = layout.gpus[3].uuid
     got = run_scenario("scenario_xid_from_a_lost_gpu", str(config), uuid, lib_dir=mock_lib, config=config)
     assert got == {"uuid": uuid, "xid": 79}
+
+
+def test_utilization_through_the_real_bindings(mock_lib: Path, tmp_path: Path) -> None:
+    base = two_islands()
+    gpus = list(base.gpus)
+    gpus[0] = dataclasses.replace(gpus[0], util=35, used=20 * 1024**3)
+    gpus[2] = dataclasses.replace(gpus[2], util=-1, name="NVIDIA GeForce RTX 4090")  # no utilization counter
+    config = dataclasses.replace(base, gpus=gpus).write(tmp_path / "nvml.conf")
+    uuids = [g.uuid for g in gpus]
+    total = gpus[0].memory_bytes
+
+    got = run_scenario("scenario_utilization", str(config), uuids, lib_dir=mock_lib, config=config)
+
+    assert got["configured"] == [
+        {"gpu_percent": 35, "memory_used_bytes": 20 * 1024**3, "memory_total_bytes": total},
+        {"gpu_percent": 0, "memory_used_bytes": 0, "memory_total_bytes": total},  # idle by default
+        {"gpu_percent": None, "memory_used_bytes": 0, "memory_total_bytes": total},  # NOT_SUPPORTED: unknown
+    ]
+    assert got["changed"] == [
+        {"gpu_percent": 5, "memory_used_bytes": total, "memory_total_bytes": total},  # used never exceeds total
+        {"gpu_percent": 97, "memory_used_bytes": 60 * 1024**3, "memory_total_bytes": total},
+    ]
+    assert got["lost"] == "GPU 1: GPU is lost"
+    assert got["plugin"] == [
+        {
+            "id": uuids[0],
+            "model": gpus[0].name,
+            "gpu_percent": 5,
+            "memory_used_bytes": total,
+            "memory_total_bytes": total,
+        },
+        {"id": uuids[1], "model": gpus[1].name},
+        {"id": uuids[2], "model": "NVIDIA GeForce RTX 4090", "memory_used_bytes": 0, "memory_total_bytes": total},
+    ]

@@ -1,15 +1,21 @@
 """``pods/{name}/exec``: the kubelet's /exec WebSocket (over the runtime's ExecStream) and the API
 server's relay to it, both in Kubernetes' channel protocol and served by real uvicorns on
 loopback, driven by a WebSocket client, by `kray exec` (the installed console script, stdin
-included) and by the official ``kubernetes`` client's ``stream``."""
+included; ``-it`` on a real pty, in raw mode, resized by SIGWINCH) and by the official
+``kubernetes`` client's ``stream``."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
+import select
+import shutil
+import struct
 import sys
+import termios
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -104,8 +110,6 @@ async def test_kubelet_exec_endpoint(running: Env) -> None:
         assert status["details"]["causes"] == [{"reason": "ExitCode", "message": "4"}]
         _, _, status = await ws_exec(kubelet, "", "command=ls", path="/exec/default/nope/main")
         assert status["status"] == "Failure" and "pod default/nope not found on this node" in status["message"]
-        _, _, status = await ws_exec(kubelet, "", "command=sh&tty=true", path="/exec/default/one/main")
-        assert "a TTY is not supported" in status["message"]
         uid = (await running.pod("one")).metadata.uid
         running.cri.exit(running.cri.by_name(uid, "main")[0].id, 0)
         _, _, status = await ws_exec(kubelet, "", "command=ls", path="/exec/default/one/main")
@@ -153,8 +157,14 @@ async def test_kray_exec_and_the_kubernetes_client(running: Env, tmp_path: Path)
         assert await kray("exec", "two", "-c", "side", "--", "exit", "7") == (7, "bye\n", "")
         code, _, err = await kray("exec", "two", "--", "ls")
         assert code == 1 and "error: a container name must be specified for pod two" in err
-        code, _, err = await kray("exec", "-it", "one", "--", "sh")
-        assert code == 1 and "a TTY (-t) is not supported" in err
+        # As kubectl: -t without a terminal for stdin is dropped with a warning, -t without -i quietly.
+        code, out, err = await kray("exec", "-it", "one", "--", "sh")
+        assert (code, out, err) == (
+            0,
+            "main: sh\n",
+            "Unable to use a TTY - input is not a terminal or the right kind of file\n",
+        )
+        assert await kray("exec", "-t", "one", "--", "sh") == (0, "main: sh\n", "")
         proc = await asyncio.create_subprocess_exec(
             KRAY, "exec", "-i", "one", "--", "cat", env=env, stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -178,3 +188,101 @@ async def test_kray_exec_and_the_kubernetes_client(running: Env, tmp_path: Path)
             return out, resp.returncode
 
         assert await asyncio.to_thread(official) == ("bye\n", 5)
+
+
+async def ws_frames(address: str, query: str, frames: tuple[bytes, ...], path: str) -> tuple[bytes, dict[str, Any]]:
+    """Send `frames` (channel byte first) as they are; stdout and the Status back."""
+    out, status = b"", {}
+    async with connect(
+        f"ws://{address}{path}?{query}", subprotocols=V5, additional_headers={"Authorization": "Bearer t"}
+    ) as ws:
+        for frame in frames:
+            await ws.send(frame)
+        async for message in ws:
+            assert isinstance(message, bytes)
+            if message[0] == 1:
+                out += message[1:]
+            elif message[0] == 2:
+                raise AssertionError(f"stderr on a terminal: {message!r}")
+            elif message[0] == 3:
+                status = json.loads(message[1:])
+    return out, status
+
+
+def resize(width: int, height: int) -> bytes:
+    return b"\x04" + json.dumps({"Width": width, "Height": height}).encode()
+
+
+def sizes(env: Env) -> list[Any]:
+    return [arg for rpc, arg in env.cri.calls if rpc == "ExecStreamResize"]
+
+
+async def test_a_terminal_through_the_relay(running: Env) -> None:
+    async with serving(running) as address:
+        frames = (resize(100, 40), b"\x00ls\n", resize(120, 50), b"\x04not json", b"\x04{}", b"\xff\x00")
+        path = "/api/v1/namespaces/default/pods/one/exec"
+        out, status = await ws_frames(address, "command=sh&stdin=true&stdout=true&tty=true", frames, path)
+        assert (out, status) == (b"main: sh\r\nls\r\n", {"metadata": {}, "status": "Success"})
+        assert sizes(running) == [(100, 40), (120, 50)]  # the first is the command's starting size
+    async with served(log_app(running.kubelet)) as kubelet:  # no size first: the command starts anyway
+        out, status = await ws_frames(
+            kubelet, "command=sh&stdin=true&tty=true", (b"\x00x", resize(90, 30), b"\xff\x00"), "/exec/default/one/main"
+        )
+        assert (out, status["status"]) == (b"main: sh\r\nx", "Success")
+        assert sizes(running)[2:] == [(90, 30)]
+        out, _ = await ws_frames(
+            kubelet, "command=sh&stdin=true", (resize(1, 1), b"\xff\x00"), "/exec/default/one/main"
+        )
+        assert out == b"main: sh\n" and len(sizes(running)) == 3  # no terminal: no size, no CR
+
+
+def read_until(fd: int, want: bytes, timeout: float = 15) -> bytes:
+    """What a pty master gives until `want` shows up (blocking: run it in a thread)."""
+    seen = b""
+    while want not in seen:
+        ready, _, _ = select.select([fd], [], [], timeout)
+        assert ready, f"no {want!r} on the terminal: {seen!r}"
+        seen += os.read(fd, 4096)
+    return seen
+
+
+@pytest.mark.skipif(not shutil.which("setsid"), reason="needs util-linux setsid")
+async def test_kray_exec_it_on_a_terminal(running: Env, tmp_path: Path) -> None:
+    """`kray exec -it` with a pty as its controlling terminal: raw while it runs (keys go out
+    untouched, ^D included), its size first, a new size on SIGWINCH, put back at the end."""
+    master, slave = os.openpty()
+    termios_before = termios.tcgetattr(slave)
+    try:
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))  # rows, columns
+        async with serving(running) as address:
+            env = {
+                **os.environ,
+                "KRAY_SERVER": f"http://{address}",
+                "KRAY_TOKEN": "t",
+                "KRAY_CONFIG": str(tmp_path / "c"),
+            }
+            # setsid --ctty: a new session whose controlling terminal is this pty, so resizing it
+            # sends SIGWINCH to kray as a terminal emulator's window does.
+            proc = await asyncio.create_subprocess_exec(
+                "setsid", "--ctty", "--wait", KRAY, "exec", "-it", "two", "-c", "side", "--", "exit", "7",
+                env=env, stdin=slave, stdout=slave, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            assert b"bye\r\n" in await asyncio.to_thread(read_until, master, b"bye\r\n")
+            raw = termios.tcgetattr(slave)
+            assert not raw[3] & (termios.ECHO | termios.ICANON | termios.ISIG)  # raw: ^C is a key
+            assert sizes(running) == [(101, 33)]
+            fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 120, 0, 0))
+            for _ in range(200):
+                if len(sizes(running)) == 2:
+                    break
+                await asyncio.sleep(0.02)
+            assert sizes(running) == [(101, 33), (120, 50)]
+            os.write(master, b"typed\n")  # raw: no local echo, the newline goes as it is
+            assert await asyncio.to_thread(read_until, master, b"typed\r\n") == b"typed\r\n"
+            os.write(master, b"\x04")  # ^D, sent as a key: the remote terminal's end of input
+            _, err = await asyncio.wait_for(proc.communicate(), 15)
+            assert (proc.returncode, err) == (7, b"")
+            assert termios.tcgetattr(slave) == termios_before  # the terminal is as it was
+    finally:
+        os.close(master)
+        os.close(slave)

@@ -7,7 +7,8 @@ container (the scheduler's choice when usable, else asking the plugin's GetPrefe
 when it offers one; a finished init container's devices first), calls Allocate,
 and records the result in a checkpoint file, which a restarted manager reads back so that a
 device held by a running pod is never handed to a second one. ``usage``/``container_usage``
-ask the plugins that serve kray's DeviceUsage extension how busy their devices are.
+(usage.py) ask the plugins that serve kray's DeviceUsage extension how busy their devices are;
+the Registration service and the connection to each plugin are registration.py.
 """
 
 from __future__ import annotations
@@ -18,16 +19,16 @@ import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from concurrent import futures
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import grpc
 
 from .allocation import base_uuid
 from .api import HEALTHY, KUBELET_SOCKET, VERSION, pb, pb_grpc
-from .api.usage import DeviceUsage, get_usage
+from .api.usage import DeviceUsage
 from .checkpoint import Checkpoint, ContainerDevices, CorruptCheckpointError
+from .registration import PluginEndpoint, RegistrationError, RegistrationService
+from .usage import DeviceUsageMixin
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +51,6 @@ class InsufficientDevicesError(Exception):
     """Not enough free healthy devices of a resource (Kubernetes: UnexpectedAdmissionError)."""
 
 
-class RegistrationError(Exception):
-    pass
-
-
 def check_socket_path(path: Path) -> None:
     """Fail early, naming the path, when a unix socket path is too long to bind."""
     n = len(os.fsencode(str(path)))
@@ -61,39 +58,7 @@ def check_socket_path(path: Path) -> None:
         raise ValueError(f"unix socket path {path} is {n} bytes; the limit is {MAX_SOCKET_PATH}: use a shorter root")
 
 
-@dataclass
-class _Endpoint:
-    resource: str
-    socket: Path
-    options: pb.DevicePluginOptions
-    channel: grpc.Channel
-    stub: pb_grpc.DevicePluginStub
-    healthy: set[str] = field(default_factory=set)
-    unhealthy: set[str] = field(default_factory=set)
-    connected: bool = True
-    call: Any = None
-    serves_usage: bool = True  # until it answers UNIMPLEMENTED (a plugin written for Kubernetes)
-
-    def close(self) -> None:
-        self.connected = False
-        if self.call is not None:
-            self.call.cancel()
-        self.channel.close()
-
-
-class _Registration(pb_grpc.RegistrationServicer):
-    def __init__(self, manager: DeviceManager) -> None:
-        self._m = manager
-
-    def Register(self, request: pb.RegisterRequest, context: Any) -> pb.Empty:
-        try:
-            self._m._register(request)
-        except RegistrationError as e:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        return pb.Empty()
-
-
-class DeviceManager:
+class DeviceManager(DeviceUsageMixin):
     def __init__(
         self,
         plugin_dir: str | os.PathLike[str],
@@ -110,15 +75,11 @@ class DeviceManager:
         self._rpc_timeout_s = rpc_timeout_s
         self._cond = threading.Condition()  # guards endpoints and allocations; notified on change
         self._alloc_lock = threading.Lock()  # one allocation at a time: choose + Allocate + record
-        self._endpoints: dict[str, _Endpoint] = {}
+        self._endpoints: dict[str, PluginEndpoint] = {}
         # (pod uid, container) -> resource -> devices
         self._allocations: dict[tuple[str, str], dict[str, ContainerDevices]] = {}
         self._server: grpc.Server | None = None
-        # Usage is asked for on every /stats/summary (node and pod metrics of one `kray top`
-        # scrape twice): a short-lived cache keeps a busy plugin from being asked each time.
-        self._usage_timeout_s, self._usage_ttl_s = usage_timeout_s, usage_ttl_s
-        self._usage_lock = threading.Lock()
-        self._usage_cache: tuple[float, dict[str, DeviceUsage]] | None = None
+        self._init_usage(usage_timeout_s, usage_ttl_s)
         # Bumped on every registration and ListAndWatch update: watchers of device health
         # (the NodeDevices publisher) compare it instead of diffing device sets.
         self.generation = 0
@@ -138,7 +99,7 @@ class DeviceManager:
             self._allocations = {}
         self.socket_path.unlink(missing_ok=True)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="dm-registration"))
-        pb_grpc.add_RegistrationServicer_to_server(_Registration(self), server)
+        pb_grpc.add_RegistrationServicer_to_server(RegistrationService(self), server)
         server.add_insecure_port(f"unix://{self.socket_path}")
         server.start()
         self._server = server
@@ -167,7 +128,7 @@ class DeviceManager:
         channel = grpc.insecure_channel(f"unix://{socket}")
         options = pb.DevicePluginOptions()
         options.CopyFrom(req.options)
-        ep = _Endpoint(req.resource_name, socket, options, channel, pb_grpc.DevicePluginStub(channel))
+        ep = PluginEndpoint(req.resource_name, socket, options, channel, pb_grpc.DevicePluginStub(channel))
         with self._cond:
             old = self._endpoints.get(req.resource_name)
             self._endpoints[req.resource_name] = ep  # a re-registering plugin replaces its old self
@@ -177,7 +138,7 @@ class DeviceManager:
         threading.Thread(target=self._watch, args=(ep,), name=f"dm-law-{req.resource_name}", daemon=True).start()
         log.info("device plugin %s registered at %s", req.resource_name, socket)
 
-    def _watch(self, ep: _Endpoint) -> None:
+    def _watch(self, ep: PluginEndpoint) -> None:
         try:
             ep.call = ep.stub.ListAndWatch(pb.Empty())
             for resp in ep.call:
@@ -321,7 +282,7 @@ class DeviceManager:
             ids.append(pick)
         return ids
 
-    def _choose(self, ep: _Endpoint, free: list[str], count: int, reuse: Sequence[str] = ()) -> list[str]:
+    def _choose(self, ep: PluginEndpoint, free: list[str], count: int, reuse: Sequence[str] = ()) -> list[str]:
         """Reusable devices first (all of them if they suffice), the rest as the plugin prefers."""
         reuse = list(reuse)
         if len(reuse) >= count:
@@ -397,44 +358,3 @@ class DeviceManager:
 
     def _save_locked(self) -> None:
         self.checkpoint.save(self._allocations)
-
-    # -- usage (kray's DeviceUsage extension) ---------------------------------------------------
-
-    def usage(self) -> dict[str, DeviceUsage]:
-        """Device id -> usage, for the plugins that serve the extension: each device under its
-        plugin's id (a GPU's UUID) and under every id advertised for it (``<uuid>::<i>``)."""
-        with self._usage_lock:
-            if self._usage_cache is not None and time.monotonic() - self._usage_cache[0] < self._usage_ttl_s:
-                return dict(self._usage_cache[1])
-            with self._cond:
-                endpoints = [ep for ep in self._endpoints.values() if ep.connected and ep.serves_usage]
-            found: dict[str, DeviceUsage] = {}
-            for ep in endpoints:
-                try:
-                    got = get_usage(ep.channel, ep.resource, self._usage_timeout_s)
-                except grpc.RpcError as e:  # a slow or restarting plugin: no figures this time
-                    log.info("DeviceUsage of %s failed: %s", ep.resource, e.code())
-                    continue
-                if got is None:
-                    ep.serves_usage = False
-                    continue
-                mine = {u.id: u for u in got}
-                with self._cond:
-                    advertised = ep.healthy | ep.unhealthy
-                found.update(mine)
-                found.update({d: mine[base_uuid(d)] for d in advertised if d not in mine and base_uuid(d) in mine})
-            self._usage_cache = (time.monotonic(), found)
-            return dict(found)
-
-    def container_usage(self) -> dict[tuple[str, str], list[DeviceUsage]]:
-        """(pod uid, container) -> usage of each device it holds, once per physical device (two
-        replicas of one time-sliced GPU are one GPU); containers without known usage are left out."""
-        usage = self.usage()
-        with self._cond:
-            held = {key: [d for per in v.values() for d in per.device_ids] for key, v in self._allocations.items()}
-        out: dict[tuple[str, str], list[DeviceUsage]] = {}
-        for key, ids in held.items():
-            devices = {u.id: u for u in (usage.get(d) for d in ids) if u is not None}
-            if devices:
-                out[key] = list(devices.values())
-        return out

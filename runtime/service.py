@@ -14,18 +14,17 @@ Everything is on disk under `state_dir`: `sandboxes/<id>/sandbox.json`, `contain
 (ContainerManager's folder + `cri.json`), so a restarted service re-adopts what is running.
 Records are kept in memory too, re-read only when their file changed: listings (the kubelet's
 every sync, its PLEG relist) stay cheap however many pods the node has (records.py). Setting up
-a sandbox's namespaces, shm and /etc files is sandboxsetup.py; this module holds the CRI verbs.
+a sandbox's namespaces, shm and /etc files is sandboxsetup.py; running commands in a container
+(ExecSync, streaming exec) is execs.py; this module holds the other CRI verbs.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import shutil
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ from kray.runtime.cgroups import CgroupV1
 from kray.runtime.containers import ContainerManager, ContainerStatus
 from kray.runtime.cri import api_pb2 as pb
 from kray.runtime.cri.ocispec import SpecError, container_config
+from kray.runtime.execs import ContainerExecs
 from kray.runtime.images import HOST_IMAGE, ImageError, ImageInfo, ImageStore, normalize
 from kray.runtime.network import BridgeNetwork
 from kray.runtime.ocirt import CliRuntime, OciError
@@ -66,10 +66,8 @@ __all__ = [
     "SandboxRecord",
 ]
 
-MAX_EXEC_OUTPUT = 16 << 20  # CRI: cap ExecSync output at 16 MiB per stream
 
-
-class NodeRuntime:
+class NodeRuntime(ContainerExecs):
     def __init__(
         self,
         runtime: CliRuntime,
@@ -336,71 +334,6 @@ class NodeRuntime:
         self._records.forget(self._record_file(cid))
         ImageStore.unmount_rootfs(self.containers.dir(cid) / "rootfs")
         shutil.rmtree(self.scratch_root / cid, ignore_errors=True)
-
-    def _exec_argv(self, cid: str, cmd: list[str]) -> list[str]:
-        _, st = self.container(cid)
-        if st.state != "running":
-            raise FailedPrecondition(f"container {cid} is {st.state}, not running")
-        if not cmd:
-            raise InvalidArgument("exec: empty command")
-        return self.runtime.argv("exec", cid, *cmd)
-
-    def exec_start(
-        self,
-        cid: str,
-        cmd: list[str],
-        stdin: bool,
-        console: str = "",
-        size: tuple[int, int] | None = None,
-        relay_fd: int | None = None,
-    ) -> subprocess.Popen[bytes]:
-        """Start `cmd` in the running container with its output on pipes (streaming exec).
-
-        With `console`, the path of a listening unix socket in a private folder, it runs on a new
-        terminal instead, whose master the runtime sends to that socket (crun's
-        `--console-socket`); only the runtime's own errors stay on a pipe (stderr). With
-        `relay_fd` too (a pty of the caller's), the runtime is given that as its stdio and no
-        socket: runc relays the terminal so (its console socket needs a detached exec, whose
-        exit code nobody gets). The command goes in a process file in the socket's folder (the
-        container's own process with these args, `terminal`, and `consoleSize` from `size`, as
-        (columns, rows)): the runtime sizes the terminal as it starts the command (runc before
-        it, crun along with it), where `exec --tty` would leave it 0x0 until a later resize."""
-        argv = self._exec_argv(cid, cmd)  # checks the container runs and there is a command
-        if not console:
-            return subprocess.Popen(
-                argv,
-                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            )
-        spec = json.loads((self.containers.dir(cid) / "config.json").read_text())
-        process = {**spec.get("process", {}), "args": cmd, "terminal": True}
-        env = list(process.get("env") or [])
-        if not any(e.startswith("TERM=") for e in env):
-            process["env"] = [*env, "TERM=xterm"]  # as containerd does: a terminal needs a type
-        if size and all(size):
-            process["consoleSize"] = {"width": size[0], "height": size[1]}
-        process_file = Path(console).with_suffix(".json")
-        process_file.write_text(json.dumps(process))
-        if relay_fd is not None:
-            argv = self.runtime.argv("exec", "--process", str(process_file), cid)
-            return subprocess.Popen(argv, stdin=relay_fd, stdout=relay_fd, stderr=relay_fd)
-        argv = self.runtime.argv("exec", "--process", str(process_file), "--console-socket", console, cid)
-        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-    def exec_sync(self, cid: str, cmd: list[str], timeout: float) -> tuple[bytes, bytes, int]:
-        """Run `cmd` in the running container; (stdout, stderr, exit code)."""
-        argv = self._exec_argv(cid, cmd)
-        try:
-            proc = subprocess.run(
-                argv,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=timeout if timeout > 0 else None,
-            )
-        except subprocess.TimeoutExpired:
-            raise DeadlineExceeded(f"exec in {cid} timed out after {timeout}s: {cmd}") from None
-        return proc.stdout[:MAX_EXEC_OUTPUT], proc.stderr[:MAX_EXEC_OUTPUT], proc.returncode
 
     # images -----------------------------------------------------------------------------------
     def pull_image(self, ref: str) -> ImageInfo:

@@ -1,8 +1,9 @@
 """The CRI v1 RuntimeService and ImageService over a NodeRuntime, on a unix socket.
 
-The servicer only translates: protobuf in, NodeRuntime call, protobuf out; NodeRuntime errors
-become gRPC status codes (NotFound -> NOT_FOUND, ...). Sync gRPC with a thread pool, because
-every operation below is blocking (subprocesses, netlink, mounts).
+The servicer only translates: protobuf in, NodeRuntime call, protobuf out (records become
+protobuf messages in convert.py); NodeRuntime errors become gRPC status codes (NotFound ->
+NOT_FOUND, ...). Sync gRPC with a thread pool, because every operation below is blocking
+(subprocesses, netlink, mounts).
 
 A process that serves this must set GRPC_ENABLE_FORK_SUPPORT=0 before importing grpc (as
 `python -m kray.runtime` does): pyroute2 forks a helper to enter a pod's netns, and with gRPC's
@@ -24,14 +25,12 @@ from typing import Any, TypeVar
 
 import grpc
 
-from kray.runtime.containers import ContainerStatus
 from kray.runtime.cri import api_pb2 as pb
 from kray.runtime.cri import api_pb2_grpc as pbg
 from kray.runtime.cri import portforward
+from kray.runtime.cri.convert import CONTAINER_STATES, container_status_pb, image_pb, labels_match, sandbox_state
 from kray.runtime.cri.execstream import exec_stream
-from kray.runtime.images import ImageInfo
-from kray.runtime.logs import parse_time
-from kray.runtime.service import ContainerRecord, CriError, NodeRuntime, SandboxRecord
+from kray.runtime.service import CriError, NodeRuntime
 from kray.runtime.stats import StatsSampler
 
 log = logging.getLogger("kray.runtime.cri")
@@ -39,12 +38,6 @@ log = logging.getLogger("kray.runtime.cri")
 API_VERSION = "v1"
 RUNTIME_NAME = "kray"
 RUNTIME_VERSION = "0.1.0"
-
-_STATES = {
-    "created": pb.CONTAINER_CREATED,
-    "running": pb.CONTAINER_RUNNING,
-    "exited": pb.CONTAINER_EXITED,
-}
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -86,67 +79,6 @@ def rpc(fn: F) -> F:
             self.stats.record(fn.__name__, time.monotonic() - t0)
 
     return wrapper  # type: ignore[return-value]
-
-
-def _ns(ts: str | None) -> int:
-    if not ts:
-        return 0
-    try:
-        return parse_time(ts)
-    except ValueError:
-        return 0
-
-
-def _sandbox_state(rec: SandboxRecord) -> pb.PodSandboxState:
-    return pb.SANDBOX_READY if rec.state == "ready" else pb.SANDBOX_NOTREADY
-
-
-def _labels_match(labels: Any, selector: Any) -> bool:
-    return all(labels.get(k) == v for k, v in selector.items())
-
-
-def container_status_pb(rec: ContainerRecord, st: ContainerStatus) -> pb.ContainerStatus:
-    cfg = rec.pb_config()
-    out = pb.ContainerStatus(
-        id=rec.id,
-        metadata=cfg.metadata,
-        state=_STATES.get(st.state, pb.CONTAINER_UNKNOWN),
-        created_at=rec.created_at,
-        started_at=_ns(st.started_at),
-        finished_at=_ns(st.finished_at) if st.state == "exited" else 0,
-        exit_code=int(st.exit_code or 0) if st.state == "exited" else 0,
-        image=pb.ImageSpec(image=rec.image_name),
-        image_ref=rec.image_id,
-        image_id=rec.image_id,
-        reason=st.reason if st.state == "exited" else "",
-        message=st.message,
-        labels=cfg.labels,
-        annotations=cfg.annotations,
-        mounts=cfg.mounts,
-        log_path=rec.log_path,
-        resources=pb.ContainerResources(linux=cfg.linux.resources),
-        user=pb.ContainerUser(linux=pb.LinuxContainerUser(uid=rec.uid, gid=rec.gid)),
-    )
-    if st.state == "exited" and st.finished_at is None:
-        out.finished_at = rec.created_at  # the shim vanished without a record: say when we knew
-    return out
-
-
-def image_pb(info: ImageInfo) -> pb.Image:
-    user = str(info.config.get("User") or "")
-    name = user.partition(":")[0]
-    img = pb.Image(
-        id=info.config_digest,
-        repo_tags=[info.name],
-        repo_digests=[f"{info.name.rsplit(':', 1)[0]}@{info.digest}"],
-        size=max(1, info.size),
-        spec=pb.ImageSpec(image=info.name),
-    )
-    if name.isdigit():
-        img.uid.value = int(name)
-    else:
-        img.username = name
-    return img
 
 
 class RuntimeServicer(pbg.RuntimeServiceServicer):
@@ -206,7 +138,7 @@ class RuntimeServicer(pbg.RuntimeServiceServicer):
         status = pb.PodSandboxStatus(
             id=rec.id,
             metadata=cfg.metadata,
-            state=_sandbox_state(rec),
+            state=sandbox_state(rec),
             created_at=rec.created_at,
             network=pb.PodSandboxNetworkStatus(ip=rec.ip or ""),
             linux=pb.LinuxPodSandboxStatus(namespaces=pb.Namespace(options=nso)),
@@ -229,15 +161,15 @@ class RuntimeServicer(pbg.RuntimeServiceServicer):
             cfg = rec.pb_config()
             if f.id and not rec.id.startswith(f.id):
                 continue
-            if f.HasField("state") and _sandbox_state(rec) != f.state.state:
+            if f.HasField("state") and sandbox_state(rec) != f.state.state:
                 continue
-            if not _labels_match(cfg.labels, f.label_selector):
+            if not labels_match(cfg.labels, f.label_selector):
                 continue
             items.append(
                 pb.PodSandbox(
                     id=rec.id,
                     metadata=cfg.metadata,
-                    state=_sandbox_state(rec),
+                    state=sandbox_state(rec),
                     created_at=rec.created_at,
                     labels=cfg.labels,
                     annotations=cfg.annotations,
@@ -285,9 +217,9 @@ class RuntimeServicer(pbg.RuntimeServiceServicer):
             if f.pod_sandbox_id and not rec.sandbox_id.startswith(f.pod_sandbox_id):
                 continue
             cfg = rec.pb_config()
-            if not _labels_match(cfg.labels, f.label_selector):
+            if not labels_match(cfg.labels, f.label_selector):
                 continue
-            state = _STATES.get(self.node.containers.status(rec.id).state, pb.CONTAINER_UNKNOWN)
+            state = CONTAINER_STATES.get(self.node.containers.status(rec.id).state, pb.CONTAINER_UNKNOWN)
             if f.HasField("state") and state != f.state.state:
                 continue
             out.append(
@@ -312,7 +244,7 @@ class RuntimeServicer(pbg.RuntimeServiceServicer):
         f, out, running = request.filter, [], set()
         for rec in self.node.list_containers(sandbox_id=f.pod_sandbox_id or None):
             cfg = rec.pb_config()
-            if (f.id and not rec.id.startswith(f.id)) or not _labels_match(cfg.labels, f.label_selector):
+            if (f.id and not rec.id.startswith(f.id)) or not labels_match(cfg.labels, f.label_selector):
                 continue
             st = self.node.containers.status(rec.id)
             if st.state != "running":

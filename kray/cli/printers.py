@@ -343,6 +343,24 @@ def _quota_row(rq: Obj, wide: bool) -> list[str]:
 COLUMNS[("", "resourcequotas")] = (["AGE", "REQUEST", "LIMIT"], [], _quota_row)
 
 
+def _pdb_row(pdb: Obj, wide: bool) -> list[str]:
+    """kubectl's PodDisruptionBudget columns: an unset bound prints N/A."""
+    spec, status = pdb.get("spec") or {}, pdb.get("status") or {}
+    return [
+        str(spec["minAvailable"]) if spec.get("minAvailable") is not None else "N/A",
+        str(spec["maxUnavailable"]) if spec.get("maxUnavailable") is not None else "N/A",
+        str(status.get("disruptionsAllowed", 0)),
+        _age(pdb),
+    ]
+
+
+COLUMNS[("policy", "poddisruptionbudgets")] = (
+    ["MIN AVAILABLE", "MAX UNAVAILABLE", "ALLOWED DISRUPTIONS", "AGE"],
+    [],
+    _pdb_row,
+)
+
+
 def has_printer(ref: ResourceRef) -> bool:
     """Whether ``kray get`` prints this kind itself (else it asks the server for a Table)."""
     return (ref.group, ref.plural) in COLUMNS

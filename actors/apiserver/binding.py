@@ -29,13 +29,15 @@ idempotent) when the pod is deleted or reaches Succeeded/Failed; it also adds po
 anything missed while no API server ran. Until a release lands the record over-counts, which
 can only make a bind wait, never overcommit; and every write of a record is guarded by its mod
 revision, so the releaser and binds never lose each other's updates.
+
+The record itself (``Allocation``, ``pod_requests``, ``node_allocatable``, ``read_allocation``...)
+lives in ``allocations`` and is re-exported here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -46,120 +48,25 @@ from pydantic_core import from_json, to_json
 from kray.actors.store.kv import CompactedError, Compare, KeyValue, RevisionConflictError
 from kray.actors.store.objects import ObjectStore
 from kray.crds.meta import Condition, Status
-from kray.crds.quantity import Quantity
 from kray.crds.registry import KindInfo
-from kray.crds.scheduling import GPU_DEVICES_ANNOTATION
 
 from . import errors
+from .allocations import (
+    ALLOCATIONS_PREFIX,
+    DEFAULT_MAX_PODS,
+    Allocation,
+    allocation_entry,
+    allocation_key,
+    bound_share,
+    milli,
+    node_allocatable,
+    pod_requests,
+    read_allocation,
+)
 
 log = logging.getLogger(__name__)
 
-ALLOCATIONS_PREFIX = "/registry/kray.io/nodeallocations/"
-DEFAULT_MAX_PODS = 110  # the kubelet's default when a node reports no "pods" allocatable
 _RETRIES = 16
-_TERMINAL = ("Succeeded", "Failed")
-
-
-def allocation_key(node: str) -> str:
-    return ALLOCATIONS_PREFIX + node
-
-
-def milli(resources: dict[str, Any] | None) -> dict[str, int]:
-    """Wire quantities ({"cpu": "500m"}) to integer milli-units ({"cpu": 500}); zeros dropped."""
-    out: dict[str, int] = {}
-    for name, value in (resources or {}).items():
-        q = value if isinstance(value, Quantity) else Quantity(value)
-        m = q.milli()
-        if m:
-            out[name] = m
-    return out
-
-
-def pod_requests(pod: dict[str, Any]) -> dict[str, int]:
-    """Kubernetes' PodRequests: max(sum of containers, any init container) + overhead, milli-units."""
-    spec = pod.get("spec") or {}
-    total: dict[str, int] = {}
-    for c in spec.get("containers") or []:
-        for name, v in milli((c.get("resources") or {}).get("requests")).items():
-            total[name] = total.get(name, 0) + v
-    for c in spec.get("initContainers") or []:
-        for name, v in milli((c.get("resources") or {}).get("requests")).items():
-            total[name] = max(total.get(name, 0), v)
-    for name, v in milli(spec.get("overhead")).items():
-        total[name] = total.get(name, 0) + v
-    total.pop("pods", None)
-    return total
-
-
-def node_allocatable(node: dict[str, Any]) -> tuple[dict[str, int], int]:
-    """(allocatable in milli-units without "pods", max pods)."""
-    status = node.get("status") or {}
-    alloc = milli(status.get("allocatable") or status.get("capacity"))
-    pods = alloc.pop("pods", None)
-    return alloc, (pods // 1000 if pods is not None else DEFAULT_MAX_PODS)
-
-
-class Allocation:
-    """A node's allocation record (see the module docstring for the stored format)."""
-
-    def __init__(self, node: str, pods: dict[str, dict[str, Any]] | None = None, mod_revision: int = 0) -> None:
-        self.node = node
-        self.pods = pods or {}
-        self.mod_revision = mod_revision  # 0: no record stored yet
-
-    @classmethod
-    def load(cls, node: str, kv: KeyValue | None) -> Allocation:
-        if kv is None:
-            return cls(node)
-        return cls(node, from_json(kv.value).get("pods") or {}, kv.mod_revision)
-
-    @property
-    def requested(self) -> dict[str, int]:
-        total: dict[str, int] = {}
-        for entry in self.pods.values():
-            for name, v in entry["requests"].items():
-                total[name] = total.get(name, 0) + v
-        return total
-
-    def encode(self) -> bytes:
-        doc = {"node": self.node, "requested": self.requested, "pods": self.pods}
-        return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
-
-    def devices_in_use(self) -> set[str]:
-        return {d for entry in self.pods.values() for d in entry.get("devices") or ()}
-
-    def misfit(
-        self, requests: dict[str, int], allocatable: dict[str, int], max_pods: int, devices: list[str] | None = None
-    ) -> list[str]:
-        """Why a pod with ``requests`` (holding ``devices``) does not fit on this record (empty: fits)."""
-        reasons = []
-        taken = sorted(set(devices or ()) & self.devices_in_use())
-        if taken:
-            reasons.append(f"devices already allocated: {', '.join(taken)}")
-        if len(self.pods) + 1 > max_pods:
-            reasons.append(f"Too many pods ({len(self.pods)} of {max_pods} bound)")
-        used = self.requested
-        for name, want in sorted(requests.items()):
-            free = allocatable.get(name, 0) - used.get(name, 0)
-            if want > free:
-                reasons.append(f"Insufficient {name} (requested {_fmt(want)}, free {_fmt(max(free, 0))})")
-        return reasons
-
-    def guard(self) -> Compare:
-        return Compare(allocation_key(self.node), self.mod_revision)
-
-
-def _fmt(milli_value: int) -> str:
-    return str(milli_value // 1000) if milli_value % 1000 == 0 else f"{milli_value}m"
-
-
-def _entry(pod: dict[str, Any]) -> dict[str, Any]:
-    meta = pod.get("metadata") or {}
-    entry: dict[str, Any] = {"pod": f"{meta.get('namespace')}/{meta.get('name')}", "requests": pod_requests(pod)}
-    devices = [d.strip() for d in ((meta.get("annotations") or {}).get(GPU_DEVICES_ANNOTATION) or "").split(",")]
-    if any(devices):
-        entry["devices"] = [d for d in devices if d]
-    return entry
 
 
 def _annotations(pod_info: KindInfo, name: str, value: Any) -> dict[str, str]:
@@ -170,14 +77,6 @@ def _annotations(pod_info: KindInfo, name: str, value: Any) -> dict[str, str]:
             pod_info, name, [("metadata.annotations", "must map strings to strings", "FieldValueInvalid")]
         )
     return value
-
-
-def _bound(pod: dict[str, Any]) -> tuple[str, str] | None:
-    """(node, uid) of a pod that holds a share of its node: bound and not terminal."""
-    node = (pod.get("spec") or {}).get("nodeName")
-    if not node or (pod.get("status") or {}).get("phase") in _TERMINAL:
-        return None
-    return node, str((pod.get("metadata") or {}).get("uid") or "")
 
 
 class Bindings:
@@ -262,7 +161,7 @@ class Bindings:
                 if extra:
                     pmeta["annotations"] = {**(pmeta.get("annotations") or {}), **extra}
                     pod["metadata"] = pmeta
-                alloc, entry = allocs[node], _entry(pod)
+                alloc, entry = allocs[node], allocation_entry(pod)
                 reasons = alloc.misfit(entry["requests"], *capacity[node], entry.get("devices"))
                 if reasons:
                     why = f"pod {namespace}/{name} does not fit: {'; '.join(reasons)}"
@@ -352,9 +251,9 @@ class AllocationReleaser:
         want: dict[str, dict[str, dict[str, Any]]] = {}
         for p in pods:
             pod = from_json(p.value)
-            held = _bound(pod)
+            held = bound_share(pod)
             if held is not None:
-                want.setdefault(held[0], {})[held[1]] = _entry(pod)
+                want.setdefault(held[0], {})[held[1]] = allocation_entry(pod)
         for node in set(records) | set(want):
             alloc = records.get(node) or Allocation(node)
             desired = want.get(node, {})
@@ -371,17 +270,17 @@ class AllocationReleaser:
                 await self._on_event(ev.type, ev.kv, ev.prev_kv)
 
     async def _on_event(self, type_: str, kv: KeyValue, prev_kv: KeyValue | None) -> None:
-        before = _bound(from_json(prev_kv.value)) if prev_kv is not None else None
+        before = bound_share(from_json(prev_kv.value)) if prev_kv is not None else None
         if type_ == "DELETE":
             if before is not None:
                 await self._modify(before[0], lambda a: a.pods.pop(before[1], None) is not None)
             return
         pod = from_json(kv.value)
-        after = _bound(pod)
+        after = bound_share(pod)
         if before is not None and after is None:  # went terminal
             await self._modify(before[0], lambda a: a.pods.pop(before[1], None) is not None)
         elif after is not None and prev_kv is None:  # created with spec.nodeName preset
-            entry = _entry(pod)
+            entry = allocation_entry(pod)
             await self._modify(after[0], lambda a: a.pods.setdefault(after[1], entry) is entry)
 
     async def _modify(self, node: str, change: Callable[[Allocation], bool]) -> None:
@@ -398,6 +297,17 @@ class AllocationReleaser:
         log.warning("allocation of node %s: gave up after %d conflicts; the resync will fix it", node, _RETRIES)
 
 
-async def read_allocation(store: ObjectStore, node: str) -> Allocation:
-    """The node's current record (tests, tools)."""
-    return Allocation.load(node, await store.kv.get(allocation_key(node)))
+__all__ = [
+    "ALLOCATIONS_PREFIX",
+    "DEFAULT_MAX_PODS",
+    "Allocation",
+    "AllocationReleaser",
+    "Bindings",
+    "allocation_entry",
+    "allocation_key",
+    "bound_share",
+    "milli",
+    "node_allocatable",
+    "pod_requests",
+    "read_allocation",
+]

@@ -4,13 +4,16 @@ Every write follows the same order: default, merge with the stored object, valid
 then exactly one compare-and-swap in the store. Any failure before the CAS leaves the store
 untouched; a lost CAS race is retried from a fresh read unless the client asked for a
 specific resourceVersion (then it is a 409 Conflict, as in Kubernetes).
+
+The graceful-deletion rules (finalizers, pod grace periods, marking with deletionTimestamp)
+live in ``deletion``; ``delete`` here runs them inside its CAS loop.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from pydantic_core import from_json
@@ -25,19 +28,15 @@ from kray.crds.validation import ValidationFailed, validate_object
 from . import crd, errors
 from .admission import AdmissionDenied, AdmissionHook, AdmissionRequest, NamespaceLifecycle, NamespaceNotFound
 from .defaults import default_create, spec_changed
+from .deletion import deletion_due, is_core_kind, mark_deleting, pending_finalizers, pod_grace_seconds
 from .lists import Stored
 from .patch import PatchError, apply_patch
 from .priority import PriorityAdmission
 
 _CAS_RETRIES = 8
-_DEFAULT_POD_GRACE = 30
 # Returns the object to write. It must not modify its argument in place (the read object is
 # shared with it, not deep-copied): the patch functions are pure and an update ignores it.
 Transform = Callable[[dict[str, Any]], dict[str, Any]]
-
-
-def _is(info: KindInfo, kind: str) -> bool:
-    return info.group == "" and info.kind == kind
 
 
 def _is_priority_class(info: KindInfo) -> bool:
@@ -54,21 +53,6 @@ def check_type_meta(info: KindInfo, data: dict[str, Any]) -> None:
     if kind and kind != info.kind:
         raise errors.bad_request(f"the kind in the data ({kind}) does not match the expected kind ({info.kind})")
     data["apiVersion"], data["kind"] = info.api_version, info.kind
-
-
-def _pending_finalizers(info: KindInfo, data: dict[str, Any]) -> bool:
-    if (data.get("metadata") or {}).get("finalizers"):
-        return True
-    # A namespace also waits for spec.finalizers (emptied through /finalize by its controller).
-    return _is(info, "Namespace") and bool((data.get("spec") or {}).get("finalizers"))
-
-
-def _deletion_due(info: KindInfo, obj: Resource, data: dict[str, Any]) -> bool:
-    """An update removed the last finalizer of an object whose deletion has no grace left."""
-    meta = obj.metadata
-    if meta.deletion_timestamp is None or meta.deletion_grace_period_seconds:
-        return False  # a graceful pod waits for its kubelet's final DELETE
-    return not _pending_finalizers(info, data)
 
 
 class Handlers:
@@ -123,7 +107,7 @@ class Handlers:
 
     def _observe(self, info: KindInfo, obj: Resource | None, name: str = "") -> None:
         """Keep the namespace cache and the CRD registry in step with what was written."""
-        if _is(info, "Namespace"):
+        if is_core_kind(info, "Namespace"):
             if obj is None:
                 self.namespaces.observe(name, None)
             else:
@@ -134,7 +118,7 @@ class Handlers:
 
     def _written(self, info: KindInfo, stored: Stored) -> None:
         # Only namespaces and CRDs need the typed object here; a pod write never decodes it.
-        if _is(info, "Namespace") or _is_priority_class(info) or crd.is_crd(info):
+        if is_core_kind(info, "Namespace") or _is_priority_class(info) or crd.is_crd(info):
             self._observe(info, stored.object)
             crd.on_written(info, stored.object, self.store.registry)
 
@@ -262,7 +246,7 @@ class Handlers:
                 continue
             except StoreError as exc:
                 raise errors.from_store_error(exc, info, name) from None
-            if _deletion_due(info, obj, merged):  # obj's metadata is what was stored
+            if deletion_due(info, obj, merged):  # obj's metadata is what was stored
                 return await self._delete_now(info, namespace, name, str(updated.revision))
             self._written(info, updated)
             return updated
@@ -321,16 +305,8 @@ class Handlers:
         return deleted
 
     def _grace_seconds(self, info: KindInfo, data: dict[str, Any], requested: int | None) -> int:
-        """Kubernetes' graceful deletion applies to pods that a kubelet may be running."""
-        if not (self.graceful_pod_deletion and _is(info, "Pod")):
-            return 0
-        spec, status = data.get("spec") or {}, data.get("status") or {}
-        if not spec.get("nodeName") or status.get("phase") in ("Succeeded", "Failed"):
-            return 0  # nothing runs it (unscheduled) or it already ended: delete at once
-        if requested is not None:
-            return max(requested, 0)
-        grace = spec.get("terminationGracePeriodSeconds")
-        return _DEFAULT_POD_GRACE if grace is None else int(grace)
+        """The grace period a DELETE gets (eviction uses it too); see ``deletion.pod_grace_seconds``."""
+        return pod_grace_seconds(info, data, requested, self.graceful_pod_deletion)
 
     async def delete(self, info: KindInfo, namespace: str | None, name: str, options: dict[str, Any]) -> Resource:
         """Delete, or mark for deletion (finalizers, graceful pods, namespaces); returns the object."""
@@ -359,7 +335,7 @@ class Handlers:
                 finalizers.append(extra)
             grace = self._grace_seconds(info, data, grace_opt)
             data.setdefault("metadata", {})["finalizers"] = finalizers or None
-            if not _pending_finalizers(info, data) and grace == 0:
+            if not pending_finalizers(info, data) and grace == 0:
                 try:
                     return await self._delete_now(info, namespace, name, meta.resource_version)
                 except errors.ApiError as exc:
@@ -380,24 +356,8 @@ class Handlers:
         raise errors.conflict(info, name)
 
     def _mark_deleting(self, info: KindInfo, data: dict[str, Any], current: Resource, grace: int) -> Resource | None:
-        meta = data["metadata"]
-        now = self.clock()
-        old_grace = current.metadata.deletion_grace_period_seconds
-        if current.metadata.deletion_timestamp is not None:
-            shorter = old_grace is not None and grace < old_grace
-            if not shorter and data["metadata"].get("finalizers") == current.metadata.finalizers:
-                return None
-            if not shorter:
-                grace = old_grace or 0
-        meta["deletionTimestamp"] = now + timedelta(seconds=grace)
-        meta["deletionGracePeriodSeconds"] = grace
-        if meta.get("finalizers") is None:
-            meta.pop("finalizers", None)
-        if _is(info, "Namespace"):
-            data["status"] = {**(data.get("status") or {}), "phase": "Terminating"}
-        obj = info.model.model_validate(data)
-        obj.metadata.resource_version = current.metadata.resource_version
-        return obj
+        """Mark ``current`` for deletion now (eviction uses it too); see ``deletion.mark_deleting``."""
+        return mark_deleting(info, data, current, grace, self.clock())
 
 
 __all__ = ["Handlers", "KeyNotFoundError", "check_type_meta"]

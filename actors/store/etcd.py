@@ -5,6 +5,9 @@ thread (python3-etcd3) or async without watch resumption (aetcd), and both regis
 protobuf symbols as each other. Ours is a thin layer over generated stubs (``etcdpb/``) that
 does exactly what the store needs: CAS through Txn, watches that survive a dropped stream
 without losing or repeating events, and leases. ``scripts/bench_etcd_clients.py`` compares.
+
+The pure translation to and from etcd's messages (key ranges, KeyValue/Event conversion, gRPC
+error mapping, the Compare/RequestOp pieces of guarded txns) lives in ``etcd_wire``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,20 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 
-from .etcdpb import kv_pb2, rpc_pb2, rpc_pb2_grpc
+from .etcd_wire import (
+    absent_compare,
+    event_from_pb,
+    guard_compare,
+    guard_failure,
+    key_range,
+    key_value_from_pb,
+    map_grpc_error,
+    mod_revision_compare,
+    parse_endpoint,
+    put_op,
+    read_key_op,
+)
+from .etcdpb import rpc_pb2, rpc_pb2_grpc
 from .kv import (
     CompactedError,
     Compare,
@@ -34,16 +50,6 @@ from .kv import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Codes that mean "the store is not reachable right now" (retry elsewhere/later), as opposed
-# to a request etcd understood and refused.
-_TRANSIENT = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.CANCELLED,
-    grpc.StatusCode.UNKNOWN,
-    grpc.StatusCode.INTERNAL,
-    grpc.StatusCode.ABORTED,
-}
 # Watch reconnect back-off: fast first retry (a restarted etcd is back within a second),
 # capped so a long outage does not spin.
 _BACKOFF_START = 0.05
@@ -64,42 +70,11 @@ _CHANNEL_OPTIONS = [
 ]
 
 
-def _key_range(prefix: str) -> tuple[bytes, bytes]:
-    """etcd's (key, range_end) for "every key starting with prefix"."""
-    raw = prefix.encode()
-    if not raw:
-        return b"\0", b"\0"  # the whole keyspace
-    for i in range(len(raw) - 1, -1, -1):
-        if raw[i] < 0xFF:
-            return raw, raw[:i] + bytes([raw[i] + 1])
-    return raw, b"\0"
-
-
-def _kv(pb: kv_pb2.KeyValue) -> KeyValue:
-    return KeyValue(pb.key.decode(), pb.value, pb.create_revision, pb.mod_revision, pb.version, pb.lease)
-
-
-def _event(pb: kv_pb2.Event) -> KVEvent:
-    prev = _kv(pb.prev_kv) if pb.HasField("prev_kv") else None
-    return KVEvent("DELETE" if pb.type == kv_pb2.Event.DELETE else "PUT", _kv(pb.kv), prev)
-
-
-def _map_error(err: grpc.aio.AioRpcError, what: str) -> StoreError:
-    code, details = err.code(), err.details() or ""
-    if "compacted" in details:
-        return CompactedError(f"{what}: {details}")
-    if code == grpc.StatusCode.NOT_FOUND and "lease" in details:
-        return LeaseNotFoundError(f"{what}: {details}")
-    if code in _TRANSIENT:
-        return StoreUnavailableError(f"{what}: etcd unavailable ({code.name}: {details})")
-    return StoreError(f"{what}: {code.name}: {details}")
-
-
 class EtcdKV:
     """The KV port on etcd. ``endpoint``: "http://host:port", or several comma-separated."""
 
     def __init__(self, endpoint: str, *, timeout: float = 10.0) -> None:
-        self._targets = [_target(e) for e in endpoint.split(",") if e.strip()]
+        self._targets = [parse_endpoint(e) for e in endpoint.split(",") if e.strip()]
         if not self._targets:
             raise ValueError(f"no etcd endpoint in {endpoint!r}")
         self.timeout = timeout
@@ -159,7 +134,7 @@ class EtcdKV:
                 # so the request was not applied. A timeout might have been; it is reported.
                 last_attempt = attempt == len(self._targets) - 1
                 if err.code() != grpc.StatusCode.UNAVAILABLE or last_attempt:
-                    raise _map_error(err, what) from err
+                    raise map_grpc_error(err, what) from err
                 await self._next_endpoint()
         raise AssertionError("unreachable")
 
@@ -173,7 +148,7 @@ class EtcdKV:
 
     async def get(self, key: str) -> KeyValue | None:
         resp = await self._range(rpc_pb2.RangeRequest(key=key.encode()), f"get {key}")
-        return _kv(resp.kvs[0]) if resp.kvs else None
+        return key_value_from_pb(resp.kvs[0]) if resp.kvs else None
 
     async def get_many(self, keys: Sequence[str]) -> list[KeyValue | None]:
         # Read-only transactions (no compares: the success branch runs), as few as etcd's
@@ -185,16 +160,16 @@ class EtcdKV:
     async def _read_txn(self, keys: Sequence[str]) -> list[KeyValue | None]:
         ops = [rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=k.encode())) for k in keys]
         resp = await self._txn(rpc_pb2.TxnRequest(success=ops), "get many")
-        return [_kv(r.response_range.kvs[0]) if r.response_range.kvs else None for r in resp.responses]
+        return [key_value_from_pb(r.response_range.kvs[0]) if r.response_range.kvs else None for r in resp.responses]
 
     async def range(self, prefix: str, *, revision: int = 0, limit: int = 0) -> tuple[list[KeyValue], int]:
-        key, end = _key_range(prefix)
+        key, end = key_range(prefix)
         req = rpc_pb2.RangeRequest(key=key, range_end=end, revision=revision, limit=limit)
         resp = await self._range(req, f"range {prefix}")
-        return [_kv(kv) for kv in resp.kvs], (revision or resp.header.revision)
+        return [key_value_from_pb(kv) for kv in resp.kvs], (revision or resp.header.revision)
 
     async def count(self, prefix: str) -> int:
-        key, end = _key_range(prefix)
+        key, end = key_range(prefix)
         resp = await self._range(rpc_pb2.RangeRequest(key=key, range_end=end, count_only=True), "count")
         return int(resp.count)
 
@@ -205,37 +180,9 @@ class EtcdKV:
 
     # ---- writes ----
 
-    @staticmethod
-    def _put_op(key: bytes, value: bytes, lease: int) -> rpc_pb2.RequestOp:
-        return rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=key, value=value, lease=lease))
-
-    @staticmethod
-    def _guard(key: bytes, expected_mod_revision: int) -> rpc_pb2.Compare:
-        if expected_mod_revision:
-            return rpc_pb2.Compare(
-                key=key, target=rpc_pb2.Compare.MOD, result=rpc_pb2.Compare.EQUAL,
-                mod_revision=expected_mod_revision,
-            )  # fmt: skip
-        # No expectation: the key only has to exist (create_revision > 0).
-        return rpc_pb2.Compare(
-            key=key, target=rpc_pb2.Compare.CREATE, result=rpc_pb2.Compare.GREATER, create_revision=0
-        )
-
-    @staticmethod
-    def _failed(key: str, expected: int, resp: rpc_pb2.TxnResponse) -> StoreError:
-        """Turn a failed guarded txn (whose failure branch read the key) into the right error."""
-        kvs = resp.responses[0].response_range.kvs if resp.responses else []
-        if not kvs:
-            return KeyNotFoundError(f"key {key!r} not found")
-        current = int(kvs[0].mod_revision)
-        return RevisionConflictError(f"key {key!r} is at revision {current}, not {expected}", current)
-
     async def create(self, key: str, value: bytes, *, lease: int = 0) -> int:
         raw = key.encode()
-        absent = rpc_pb2.Compare(
-            key=raw, target=rpc_pb2.Compare.CREATE, result=rpc_pb2.Compare.EQUAL, create_revision=0
-        )
-        req = rpc_pb2.TxnRequest(compare=[absent], success=[self._put_op(raw, value, lease)])
+        req = rpc_pb2.TxnRequest(compare=[absent_compare(raw)], success=[put_op(raw, value, lease)])
         resp = await self._txn(req, f"create {key}")
         if not resp.succeeded:
             raise KeyExistsError(f"key {key!r} already exists")
@@ -244,13 +191,13 @@ class EtcdKV:
     async def update(self, key: str, value: bytes, *, expected_mod_revision: int, lease: int = 0) -> int:
         raw = key.encode()
         req = rpc_pb2.TxnRequest(
-            compare=[self._guard(raw, expected_mod_revision)],
-            success=[self._put_op(raw, value, lease)],
-            failure=[rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=raw, keys_only=True))],
+            compare=[guard_compare(raw, expected_mod_revision)],
+            success=[put_op(raw, value, lease)],
+            failure=[read_key_op(raw)],
         )
         resp = await self._txn(req, f"update {key}")
         if not resp.succeeded:
-            raise self._failed(key, expected_mod_revision, resp)
+            raise guard_failure(key, expected_mod_revision, resp)
         return int(resp.header.revision)
 
     async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
@@ -261,34 +208,26 @@ class EtcdKV:
     async def delete(self, key: str, *, expected_mod_revision: int = 0) -> tuple[int, KeyValue]:
         raw = key.encode()
         req = rpc_pb2.TxnRequest(
-            compare=[self._guard(raw, expected_mod_revision)],
+            compare=[guard_compare(raw, expected_mod_revision)],
             success=[rpc_pb2.RequestOp(request_delete_range=rpc_pb2.DeleteRangeRequest(key=raw, prev_kv=True))],
-            failure=[rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=raw, keys_only=True))],
+            failure=[read_key_op(raw)],
         )
         resp = await self._txn(req, f"delete {key}")
         if not resp.succeeded:
-            raise self._failed(key, expected_mod_revision, resp)
+            raise guard_failure(key, expected_mod_revision, resp)
         prev = resp.responses[0].response_delete_range.prev_kvs
         if not prev:  # deleted between the compare and the delete: impossible in one txn
             raise KeyNotFoundError(f"key {key!r} not found")
-        return int(resp.header.revision), _kv(prev[0])
+        return int(resp.header.revision), key_value_from_pb(prev[0])
 
     async def txn(
         self, compares: Sequence[Compare], puts: Sequence[tuple[str, bytes]] = (), deletes: Sequence[str] = ()
     ) -> int:
-        guards = [
-            rpc_pb2.Compare(
-                key=c.key.encode(), target=rpc_pb2.Compare.MOD, result=rpc_pb2.Compare.EQUAL,
-                mod_revision=c.mod_revision,
-            )
-            for c in compares
-        ]  # fmt: skip
-        ops = [self._put_op(k.encode(), v, 0) for k, v in puts]
+        guards = [mod_revision_compare(c.key.encode(), c.mod_revision) for c in compares]
+        ops = [put_op(k.encode(), v, 0) for k, v in puts]
         ops += [rpc_pb2.RequestOp(request_delete_range=rpc_pb2.DeleteRangeRequest(key=k.encode())) for k in deletes]
         # On failure read the guarded keys back, to say which one moved.
-        reads = [
-            rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=c.key.encode(), keys_only=True)) for c in compares
-        ]
+        reads = [read_key_op(c.key.encode()) for c in compares]
         resp = await self._txn(rpc_pb2.TxnRequest(compare=guards, success=ops, failure=reads), "txn")
         if not resp.succeeded:
             for c, r in zip(compares, resp.responses, strict=False):
@@ -301,7 +240,7 @@ class EtcdKV:
 
     async def delete_prefix(self, prefix: str) -> int:
         """Delete every key under ``prefix`` (tests and tooling; not part of the KV port)."""
-        key, end = _key_range(prefix)
+        key, end = key_range(prefix)
         req = rpc_pb2.DeleteRangeRequest(key=key, range_end=end)
         resp = await self._call("delete prefix", lambda: self.kv_stub.DeleteRange(req, **self._opts))
         return int(resp.deleted)
@@ -358,7 +297,7 @@ class EtcdKV:
 
     async def watch(self, prefix: str, *, start_revision: int) -> AsyncIterator[list[KVEvent]]:
         """One Watch stream; on a dropped stream, reconnect and resume after the last event."""
-        key, end = _key_range(prefix)
+        key, end = key_range(prefix)
         next_rev = start_revision if start_revision > 0 else 0
         backoff = _BACKOFF_START
         while True:
@@ -389,12 +328,12 @@ class EtcdKV:
                         # Progress notification: nothing below header.revision is still due.
                         next_rev = max(next_rev, int(resp.header.revision) + 1)
                         continue
-                    batch = [_event(ev) for ev in resp.events]
+                    batch = [event_from_pb(ev) for ev in resp.events]
                     next_rev = batch[-1].kv.mod_revision + 1
                     yield batch
                 log.info("etcd closed the watch on %s; resuming from %d", prefix, next_rev)
             except grpc.aio.AioRpcError as err:
-                mapped = _map_error(err, f"watch {prefix}")
+                mapped = map_grpc_error(err, f"watch {prefix}")
                 if not isinstance(mapped, StoreUnavailableError):
                     raise mapped from err
                 log.warning("watch on %s dropped (%s); resuming from %d", prefix, err.code().name, next_rev)
@@ -419,11 +358,3 @@ class EtcdKV:
         if self._channel is not None and self._loop is asyncio.get_running_loop():
             await self._channel.close()
         self._channel = None
-
-
-def _target(endpoint: str) -> tuple[str, bool]:
-    """("host:port", use TLS) from "http://host:port", "https://host:port" or "host:port"."""
-    endpoint = endpoint.strip().rstrip("/")
-    if endpoint.startswith("https://"):
-        return endpoint.removeprefix("https://"), True
-    return endpoint.removeprefix("http://"), False

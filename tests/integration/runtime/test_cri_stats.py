@@ -18,11 +18,12 @@ MiB = 1 << 20
 
 
 async def test_cpu_and_memory_of_running_containers(cri: RuntimeClient) -> None:
-    # "tail" keeps its whole (newline-free) input in memory: 64 MiB of working set, then idle.
+    # 64 MiB written to the pod's /dev/shm (tmpfs: memory charged to the container's cgroup, and
+    # not file cache the working set leaves out) stays held while the container sleeps.
     sandbox, [spinner, holder] = await run_pod(
         cri, "st",
         ctr_config("spin", ["sh", "-c", "while :; do :; done"]),
-        ctr_config("hold", ["sh", "-c", "head -c 67108864 /dev/zero | tail; sleep 1000"]),
+        ctr_config("hold", ["sh", "-c", "head -c 67108864 /dev/zero > /dev/shm/held; sleep 1000"]),
     )  # fmt: skip
     deadline = time.monotonic() + 30
     while True:

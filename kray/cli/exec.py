@@ -15,7 +15,6 @@ terminal it is dropped with a warning.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import queue
 import signal
@@ -23,52 +22,16 @@ import sys
 import termios
 import threading
 import tty as ttymode
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import urlencode
 
 import click
 
-from kray.cli.common import fail, make_client
+from kray.cli import remote
+from kray.cli.common import make_client
 from kray.client import channels
 
 NOT_A_TERMINAL = "Unable to use a TTY - input is not a terminal or the right kind of file"
-
-
-def exec_url(
-    server: str, namespace: str, pod: str, command: list[str], container: str | None, stdin: bool, tty: bool = False
-) -> str:
-    query: list[tuple[str, str]] = [("command", a) for a in command]
-    query += [("stdout", "true"), ("stderr", "false" if tty else "true")]  # a terminal has one output
-    if stdin:
-        query.append(("stdin", "true"))
-    if tty:
-        query.append(("tty", "true"))
-    if container:
-        query.append(("container", container))
-    ws = "wss" + server[len("https") :] if server.startswith("https") else "ws" + server[len("http") :]
-    return f"{ws}/api/v1/namespaces/{namespace}/pods/{pod}/exec?{urlencode(query)}"
-
-
-def _pump_stdin(ws: Any) -> None:
-    """This process's stdin to the command, then the v5 signal that stdin is closed."""
-    source: Any = sys.stdin.buffer  # a BufferedReader: read1 returns what is there, not 64 KiB
-    try:
-        while chunk := source.read1(64 << 10):
-            ws.send(bytes([channels.STDIN]) + chunk)
-        ws.send(bytes([channels.CLOSE, channels.STDIN]))
-    except Exception:
-        pass  # the connection ended first: the command is over
-
-
-def _pump_keys(ws: Any, fd: int) -> None:
-    """Keys from the raw terminal as they are typed (no buffering: a key is a message)."""
-    try:
-        while chunk := os.read(fd, 64 << 10):
-            ws.send(bytes([channels.STDIN]) + chunk)
-        ws.send(bytes([channels.CLOSE, channels.STDIN]))
-    except Exception:
-        pass  # the connection ended first: the command is over
 
 
 def resize_message(fds: tuple[int, ...]) -> bytes | None:
@@ -113,9 +76,17 @@ def raw_terminal(fd: int) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def _writer(stream: Any) -> Callable[[bytes], None]:
+    def write(data: bytes) -> None:
+        stream.buffer.write(data)
+        stream.buffer.flush()
+
+    return write
+
+
 def _session(ws: Any, stdin: bool, tty: bool) -> dict[str, Any] | None:
     """Pump stdin (and sizes) in, output out; the error channel's Status at the end."""
-    status: dict[str, Any] | None = None
+    status: dict[str, Any] | None
     resizes: queue.SimpleQueue[bool] = queue.SimpleQueue()  # put() is safe in a signal handler
     previous = None
     if tty:
@@ -124,20 +95,15 @@ def _session(ws: Any, stdin: bool, tty: bool) -> dict[str, Any] | None:
             ws.send(message)
         previous = signal.signal(signal.SIGWINCH, lambda *_: resizes.put(True))
         threading.Thread(target=_send_resizes, args=(ws, resizes, size_fds), daemon=True).start()
-        threading.Thread(target=_pump_keys, args=(ws, sys.stdin.fileno()), daemon=True).start()
+        # Keys as they are typed, straight from the raw terminal (no buffering: a key is a message).
+        keys = iter(lambda: os.read(sys.stdin.fileno(), 64 << 10), b"")
+        threading.Thread(target=remote.send_stdin, args=(ws, keys), daemon=True).start()
     elif stdin:
-        threading.Thread(target=_pump_stdin, args=(ws,), daemon=True).start()
+        source: Any = sys.stdin.buffer  # a BufferedReader: read1 returns what is there, not 64 KiB
+        lines = iter(lambda: source.read1(64 << 10), b"")
+        threading.Thread(target=remote.send_stdin, args=(ws, lines), daemon=True).start()
     try:
-        for message in ws:
-            data = message if isinstance(message, bytes) else message.encode()
-            if data[:1] == bytes([channels.STDOUT]):
-                sys.stdout.buffer.write(data[1:])
-                sys.stdout.buffer.flush()
-            elif data[:1] == bytes([channels.STDERR]):
-                sys.stderr.buffer.write(data[1:])
-                sys.stderr.buffer.flush()
-            elif data[:1] == bytes([channels.ERROR]):
-                status = json.loads(data[1:] or b"{}")
+        status = remote.receive(ws, _writer(sys.stdout), _writer(sys.stderr))
     finally:
         if tty:
             signal.signal(signal.SIGWINCH, previous)
@@ -154,35 +120,17 @@ def _session(ws: Any, stdin: bool, tty: bool) -> dict[str, Any] | None:
 @click.option("-t", "--tty", is_flag=True, help="Stdin is a TTY: with -i, an interactive session on a terminal.")
 def exec_cmd(pod: str, command: tuple[str, ...], container: str | None, namespace: str, stdin: bool, tty: bool) -> None:
     """Run COMMAND in a container of POD (put it after --), with its exit code as kray's."""
-    from websockets.exceptions import InvalidStatus, WebSocketException
-    from websockets.sync.client import connect
-    from websockets.typing import Subprotocol
-
     if tty and not stdin:
         tty = False  # as kubectl: no input, so no terminal to type on
     if tty and not sys.stdin.isatty():
         click.echo(NOT_A_TERMINAL, err=True)
         tty = False
     client = make_client()
-    url = exec_url(client.server, namespace, pod.removeprefix("pod/"), list(command), container, stdin, tty)
-    headers = {"Authorization": f"Bearer {client.token}"} if client.token else {}
-    client.close()
-    try:
-        with (
-            connect(
-                url, additional_headers=headers, subprotocols=[Subprotocol(channels.V5)], open_timeout=10, max_size=None
-            ) as ws,
-            raw_terminal(sys.stdin.fileno()) if tty else contextlib.nullcontext(),
-        ):
-            status = _session(ws, stdin, tty)
-    except InvalidStatus as exc:
-        http = exc.response.status_code
-        fail("Unauthorized: check the token in your kray config" if http == 403 else f"exec refused: HTTP {http}")
-    except (OSError, WebSocketException) as exc:
-        fail(f"cannot exec through the kray API server at {client.server}: {exc}")
-    if status is None:
-        fail("the connection closed before the command's status arrived")
-    code = channels.exit_code(status)
-    if code is None:
-        fail(str(status.get("message") or status))
-    sys.exit(code)
+    client.close()  # only its server and token are needed: the session is a WebSocket of its own
+    url = remote.exec_url(client.server, namespace, pod.removeprefix("pod/"), list(command), container, stdin, tty)
+    with (
+        remote.session(client, url) as ws,
+        raw_terminal(sys.stdin.fileno()) if tty else contextlib.nullcontext(),
+    ):
+        status = _session(ws, stdin, tty)
+    sys.exit(remote.exit_code_of(status))

@@ -40,11 +40,15 @@ async def kubelet_url(handlers: Handlers, registry: Any, pod: Any) -> str:
     node_name = pod.spec.node_name
     if not node_name:
         raise errors.bad_request(f"pod {pod.metadata.name} does not have a host assigned")
-    node: Any = await handlers.get(registry.get("v1", "Node"), None, node_name)
+    return node_kubelet_url(await handlers.get(registry.get("v1", "Node"), None, node_name))
+
+
+def node_kubelet_url(node: Any) -> str:
+    """``http://<InternalIP>:<kubelet port>`` from a Node's status."""
     ip = node.status.address("InternalIP") if node.status else None
     ep = node.status.daemon_endpoints.kubelet_endpoint if node.status and node.status.daemon_endpoints else None
     if not ip or ep is None:
-        raise errors.internal(f"node {node_name} has no kubelet endpoint")
+        raise errors.internal(f"node {node.metadata.name} has no kubelet endpoint")
     return f"http://{ip}:{ep.port}"
 
 

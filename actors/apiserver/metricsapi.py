@@ -28,6 +28,7 @@ from kray.crds.selectors import parse_label_selector
 
 from . import errors
 from .handlers import Handlers
+from .logs import node_kubelet_url
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class MetricsApi:
 
             async def scrape(node: Any) -> dict[str, Any] | None:
                 try:
-                    base = await self._node_url(node)
+                    base = node_kubelet_url(node)
                     answer = await client.get(f"{base}/stats/summary")
                     answer.raise_for_status()
                     return dict(answer.json())
@@ -108,13 +109,6 @@ class MetricsApi:
 
             found = await asyncio.gather(*(scrape(n) for n in nodes))
         return [s for s in found if s is not None]
-
-    async def _node_url(self, node: Any) -> str:
-        ip = node.status.address("InternalIP") if node.status else None
-        ep = node.status.daemon_endpoints.kubelet_endpoint if node.status and node.status.daemon_endpoints else None
-        if not ip or ep is None:
-            raise errors.internal(f"node {node.metadata.name} has no kubelet endpoint")
-        return f"http://{ip}:{ep.port}"
 
     async def _all_nodes(self, name: str | None) -> list[Any]:
         kind = self.registry.get("v1", "Node")

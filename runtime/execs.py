@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from kray.runtime.containers import ContainerManager, ContainerStatus
@@ -18,11 +19,10 @@ MAX_EXEC_OUTPUT = 16 << 20  # CRI: cap ExecSync output at 16 MiB per stream
 class ContainerExecs:
     """exec_start/exec_sync over the OCI runtime's `exec`; NodeRuntime provides the rest."""
 
+    # What NodeRuntime provides (declared, not defined, so that a missing one fails loudly).
     runtime: CliRuntime
     containers: ContainerManager
-
-    def container(self, cid: str) -> tuple[ContainerRecord, ContainerStatus]:
-        raise NotImplementedError  # NodeRuntime's
+    container: Callable[[str], tuple[ContainerRecord, ContainerStatus]]
 
     def _exec_argv(self, cid: str, cmd: list[str]) -> list[str]:
         _, st = self.container(cid)

@@ -141,6 +141,16 @@ class PodSpec(KrayModel):
                     total[name] = q
         return add_resources(total, self.overhead)
 
+    def resource_limits(self) -> ResourceList:
+        """Kubernetes' ``PodLimits``: max(sum of app containers, each init container), plus
+        overhead for the resources that are limited at all (an unlimited one stays unlimited)."""
+        total = add_resources(*((c.resources.limits if c.resources else None) for c in self.containers))
+        for init in self.init_containers or []:
+            for name, q in ((init.resources.limits if init.resources else None) or {}).items():
+                if q > total.get(name, _ZERO):
+                    total[name] = q
+        return add_resources(total, {k: v for k, v in (self.overhead or {}).items() if k in total})
+
 
 _ZERO = Quantity(0)
 

@@ -28,7 +28,7 @@ from ..quantity import Quantity, ResourceList
 from ..registry import kind
 from ..validation import FieldValueError, invalid, is_qualified_name
 from .container import Container
-from .pod import Pod, PodSpec, qos_class
+from .pod import Pod, qos_class
 
 REQUESTS = "requests."
 LIMITS = "limits."
@@ -262,18 +262,6 @@ def matching_resources(group: str, plural: str, names: Iterable[str]) -> set[str
     return names & mine
 
 
-def pod_limits(spec: PodSpec) -> ResourceList:
-    """kube's PodLimits: max(sum of app containers, each init container) + overhead where limited."""
-    total: ResourceList = {}
-    for c in spec.containers:
-        total = add(total, (c.resources.limits if c.resources else None) or {})
-    for init in spec.init_containers or []:
-        for name, q in ((init.resources.limits if init.resources else None) or {}).items():
-            if q > total.get(name, _ZERO):
-                total[name] = q
-    return add(total, mask(spec.overhead, total))
-
-
 def compute_usage(requests: Mapping[str, Quantity], limits: Mapping[str, Quantity]) -> ResourceList:
     """kube's podComputeUsageHelper: quota names from a pod's (or a container's) requests/limits."""
     out: ResourceList = {"pods": Quantity(1)}
@@ -306,7 +294,7 @@ def pod_usage(pod: Pod, now: datetime) -> ResourceList:
     usage: ResourceList = {"count/pods": Quantity(1)}
     if not pod_charged(pod, now):
         return usage
-    return add(usage, compute_usage(pod.spec.resource_requests(), pod_limits(pod.spec)))
+    return add(usage, compute_usage(pod.spec.resource_requests(), pod.spec.resource_limits()))
 
 
 def object_usage(group: str, plural: str, obj: Resource, now: datetime) -> ResourceList:

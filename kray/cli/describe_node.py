@@ -27,21 +27,13 @@ PODS = ResourceRef(group="", version="v1", plural="pods", namespaced=True, kind=
 NODE_DEVICES = ResourceRef(group="kray.io", version="v1", plural="nodedevices", namespaced=False, kind="NodeDevices")
 
 
-def _resources(containers: list[Obj], field: str) -> dict[str, Quantity]:
-    return add_resources(*({k: Quantity(v) for k, v in ((c.get("resources") or {}).get(field) or {}).items()}
-                           for c in containers))  # fmt: skip
-
-
 def pod_resources(pod: Obj, field: str) -> dict[str, Quantity]:
-    """A pod's requests or limits: the app containers' sum or the largest init container's,
-    whichever is larger, plus overhead (Kubernetes' PodRequests / PodLimits)."""
-    spec = pod.get("spec") or {}
-    total = _resources(spec.get("containers") or [], field)
-    for init in spec.get("initContainers") or []:
-        for name, value in _resources([init], field).items():
-            if name not in total or value > total[name]:
-                total[name] = value
-    return add_resources(total, {k: Quantity(v) for k, v in (spec.get("overhead") or {}).items()})
+    """A pod's requests or limits as Kubernetes counts them (``PodSpec.resource_requests`` /
+    ``resource_limits``: init containers, overhead)."""
+    from kray.crds import Pod
+
+    spec = Pod.model_validate(pod).spec
+    return dict(spec.resource_requests() if field == "requests" else spec.resource_limits())
 
 
 def _share(amount: Quantity | None, allocatable: Quantity | None) -> str:

@@ -52,12 +52,17 @@ class PodExec:
         self.kubelet_base: str | None = None  # tests: the kubelet's URL, whatever the Node says
 
     async def handle(self, ws: WebSocket) -> None:
-        await self._serve(ws, self._kubelet_url)
+        await self._serve(ws, self._kubelet_url, _exec_failure)
 
     async def handle_portforward(self, ws: WebSocket) -> None:
-        await self._serve(ws, self._portforward_url)
+        await self._serve(ws, self._portforward_url, _portforward_failure)
 
-    async def _serve(self, ws: WebSocket, target: Callable[[WebSocket], Awaitable[str]]) -> None:
+    async def _serve(
+        self,
+        ws: WebSocket,
+        target: Callable[[WebSocket], Awaitable[str]],
+        failure: Callable[[WebSocket, dict[str, Any]], list[bytes]],
+    ) -> None:
         protocol = channels.choose(ws.headers.get("sec-websocket-protocol", ""))
         if protocol is None:
             # Refused before the upgrade: the client sees an HTTP 403 and no half-open socket.
@@ -69,22 +74,11 @@ class PodExec:
             async with connect(url, subprotocols=[Subprotocol(protocol)], open_timeout=10, max_size=None) as node:
                 await self._relay(ws, node)
         except errors.ApiError as exc:
-            await self._fail(ws, failure_status(exc))
+            await _send_and_close(ws, failure(ws, failure_status(exc)))
         except (OSError, InvalidHandshake, asyncio.TimeoutError) as exc:
-            await self._fail(ws, channels.failure(f"cannot reach the kubelet: {exc}"))
+            await _send_and_close(ws, failure(ws, channels.failure(f"cannot reach the kubelet: {exc}")))
         except (WebSocketDisconnect, ConnectionClosed):
             return
-
-    async def _fail(self, ws: WebSocket, status: dict[str, Any]) -> None:
-        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-            if ws.url.path.endswith("/portforward"):  # every port's error channel, as text
-                for i, port in enumerate(_ports(ws)):
-                    await ws.send_bytes(bytes([2 * i]) + port.to_bytes(2, "little"))
-                    await ws.send_bytes(bytes([2 * i + 1]) + port.to_bytes(2, "little"))
-                    await ws.send_bytes(bytes([2 * i + 1]) + str(status.get("message", status)).encode())
-            else:
-                await ws.send_bytes(bytes([channels.ERROR]) + json.dumps(status).encode())
-            await ws.close()
 
     async def _running_pod(self, ws: WebSocket) -> Any:
         ns, name = ws.path_params["namespace"], ws.path_params["name"]
@@ -138,6 +132,28 @@ class PodExec:
             to_node.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await to_node
+
+
+def _exec_failure(ws: WebSocket, status: dict[str, Any]) -> list[bytes]:
+    """The Status on the error channel, as the kubelet ends an exec."""
+    return [bytes([channels.ERROR]) + json.dumps(status).encode()]
+
+
+def _portforward_failure(ws: WebSocket, status: dict[str, Any]) -> list[bytes]:
+    """Every port's channels opened, then the reason as text on each port's error channel."""
+    out = []
+    for i, port in enumerate(_ports(ws)):
+        header = port.to_bytes(2, "little")
+        out += [bytes([2 * i]) + header, bytes([2 * i + 1]) + header]
+        out.append(bytes([2 * i + 1]) + str(status.get("message", status)).encode())
+    return out
+
+
+async def _send_and_close(ws: WebSocket, messages: list[bytes]) -> None:
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        for message in messages:
+            await ws.send_bytes(message)
+        await ws.close()
 
 
 def _ports(ws: WebSocket) -> list[int]:

@@ -18,6 +18,16 @@ def fail(message: str) -> NoReturn:
     raise CliError(message)
 
 
+def one_object(target: tuple[str, ...]) -> tuple[str, str]:
+    """(kind, name) from ``KIND/NAME`` or ``KIND NAME``."""
+    if len(target) == 1 and "/" in target[0]:
+        kind, _, name = target[0].partition("/")
+        return kind, name
+    if len(target) == 2:
+        return target[0], target[1]
+    raise CliError("expected KIND/NAME (or: KIND NAME)")
+
+
 def make_client(ctx: click.Context | None = None) -> Client:
     """A client for the configured cluster (``~/.kray/config``, ``KRAY_SERVER``/``KRAY_TOKEN``)."""
     from kray.client import Client

@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from .common import CliError, make_client, resolve_kind
+from .common import CliError, make_client, one_object, resolve_kind
 
 
 def _editor() -> list[str]:
@@ -87,12 +87,7 @@ def edit_loop(original: dict[str, Any], save: Any, editor: list[str]) -> str:
 @click.option("-n", "--namespace", default=None, help="Namespace (default: default).")
 def edit_cmd(target: tuple[str, ...], namespace: str | None) -> None:
     """Edit an object in $KUBE_EDITOR/$EDITOR and save it back (a conflict is never overwritten)."""
-    if len(target) == 1 and "/" in target[0]:
-        kind, _, name = target[0].partition("/")
-    elif len(target) == 2:
-        kind, name = target
-    else:
-        raise CliError("expected KIND/NAME (or: KIND NAME)")
+    kind, name = one_object(target)
     from . import printers
 
     with make_client() as client:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import CliError, make_client, resolve_kind
+from .common import CliError, make_client, one_object, resolve_kind
 
 _SCALABLE = {"Deployment", "ReplicaSet"}
 
@@ -18,12 +18,7 @@ def scale_cmd(target: tuple[str, ...], replicas: int, current_replicas: int | No
     """Set a Deployment's or ReplicaSet's replicas."""
     if replicas < 0:
         raise CliError("--replicas must be >= 0")
-    if len(target) == 1 and "/" in target[0]:
-        kind, _, name = target[0].partition("/")
-    elif len(target) == 2:
-        kind, name = target
-    else:
-        raise CliError("expected KIND/NAME (or: KIND NAME)")
+    kind, name = one_object(target)
     with make_client() as client:
         ref = resolve_kind(client, kind)
         if ref.kind not in _SCALABLE:

@@ -1,4 +1,5 @@
-"""The node's image store: OCI image layouts imported from tars or folders, no registry.
+"""The node's image store: images pulled from registries (registry.py) or imported from OCI
+image layouts (tars or folders).
 
 Layout under `root/`: `blobs/sha256/<hex>` (content store shared by all images), `images.json`
 (name -> manifest digest and config), `rootfs/<manifest-hex>/` (each image unpacked once, layers
@@ -22,8 +23,9 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,9 @@ class ImageInfo:
     layers: list[str]
     size: int
     config: dict[str, Any] = field(default_factory=dict)  # Entrypoint, Cmd, Env, WorkingDir, User
+    # Where a registry pull got it ("docker.io/library/busybox@sha256:..."); "" for an import,
+    # which has no registry to ask again (CRI's repo_digests).
+    repo_digest: str = ""
 
 
 def normalize(name: str) -> str:
@@ -149,7 +154,7 @@ class ImageStore:
                 tmp.write_text(json.dumps(db, indent=1))
                 os.replace(tmp, self.db)
 
-    def _blob_path(self, digest: str) -> Path:
+    def blob_path(self, digest: str) -> Path:
         algo, _, hexd = digest.partition(":")
         if algo != "sha256" or len(hexd) != 64:
             raise ImageError(f"unsupported digest {digest!r}")
@@ -175,16 +180,50 @@ class ImageStore:
             desc = self._pick_manifest(layout, man, None)
             manifest_digest = desc["digest"]
             man = json.loads(self._copy_blob(layout, manifest_digest).read_bytes())
-        cfg_digest = man["config"]["digest"]
-        cfg = json.loads(self._copy_blob(layout, cfg_digest).read_bytes())
-        layers = [ld["digest"] for ld in man.get("layers", [])]
-        for d in layers:
-            self._copy_blob(layout, d)
-        size = sum(int(ld.get("size", 0)) for ld in man.get("layers", []))
-        info = ImageInfo(name, manifest_digest, cfg_digest, layers, size, cfg.get("config") or {})
+        cfg = json.loads(self._copy_blob(layout, man["config"]["digest"]).read_bytes())
+        for ld in man.get("layers", []):
+            self._copy_blob(layout, ld["digest"])
+        return self.register(name, manifest_digest, man, cfg)
+
+    def register(
+        self, name: str, manifest_digest: str, manifest: dict[str, Any], config: dict[str, Any], repo_digest: str = ""
+    ) -> ImageInfo:
+        """Record `name` as the image whose manifest, config and layers are already in the store."""
+        layers = [ld["digest"] for ld in manifest.get("layers", [])]
+        missing = [d for d in (manifest["config"]["digest"], *layers) if not self.has_blob(d)]
+        if missing:
+            raise ImageError(f"{name}: blobs missing from the store: {', '.join(missing)}")
+        size = sum(int(ld.get("size", 0)) for ld in manifest.get("layers", []))
+        info = ImageInfo(
+            normalize(name), manifest_digest, manifest["config"]["digest"], layers, size, config.get("config") or {}
+        )
+        info.repo_digest = repo_digest
         with self._locked() as db:
-            db[name] = info.__dict__
+            db[info.name] = info.__dict__
         return info
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).exists()
+
+    def write_blob(self, digest: str, chunks: Iterable[bytes]) -> Path:
+        """Store a blob streamed in `chunks`, refusing it unless its content hashes to `digest`.
+        Written beside its final name and renamed into place: a blob in the store is whole."""
+        dst = self.blob_path(digest)
+        if dst.exists():
+            return dst
+        h = hashlib.sha256()
+        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{threading.get_ident()}")
+        try:
+            with open(tmp, "wb") as fo:
+                for chunk in chunks:
+                    h.update(chunk)
+                    fo.write(chunk)
+            if "sha256:" + h.hexdigest() != digest:
+                raise ImageError(f"blob {digest} does not match its content (got sha256:{h.hexdigest()})")
+            os.replace(tmp, dst)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return dst
 
     @staticmethod
     def _pick_manifest(layout: Path, index: dict[str, Any], tag: str | None) -> dict[str, Any]:
@@ -202,20 +241,10 @@ class ImageStore:
 
     def _copy_blob(self, layout: Path, digest: str) -> Path:
         """Copy a blob into the store, checking its digest; returns its path in the store."""
-        dst = self._blob_path(digest)
-        src = layout / "blobs" / digest.replace(":", "/")
-        if not dst.exists():
-            h = hashlib.sha256()
-            tmp = dst.with_name(f".{dst.name}.{os.getpid()}")
-            with open(src, "rb") as fi, open(tmp, "wb") as fo:
-                while chunk := fi.read(1 << 20):
-                    h.update(chunk)
-                    fo.write(chunk)
-            if "sha256:" + h.hexdigest() != digest:
-                tmp.unlink()
-                raise ImageError(f"blob {digest} does not match its content")
-            os.replace(tmp, dst)
-        return dst
+        if self.has_blob(digest):
+            return self.blob_path(digest)
+        with open(layout / "blobs" / digest.replace(":", "/"), "rb") as fi:
+            return self.write_blob(digest, iter(lambda: fi.read(1 << 20), b""))
 
     def list_images(self) -> list[ImageInfo]:
         with self._locked() as db:
@@ -238,7 +267,7 @@ class ImageStore:
         for d in (v["digest"], v["config_digest"], *v["layers"]):
             if d not in live:
                 with contextlib.suppress(FileNotFoundError):
-                    self._blob_path(d).unlink()
+                    self.blob_path(d).unlink()
         if v["digest"] not in live_roots:
             cache = self._rootfs_dir(v["digest"])
             if not self._in_use(cache):
@@ -265,7 +294,7 @@ class ImageStore:
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name[:12]}-", dir=dest.parent))
         try:
             for layer in info.layers:
-                apply_layer(self._blob_path(layer), tmp)
+                apply_layer(self.blob_path(layer), tmp)
             os.chmod(tmp, 0o755)
             try:
                 os.rename(tmp, dest)  # atomic: a concurrent unpack of the same image loses harmlessly

@@ -46,6 +46,18 @@ class DeadlineExceeded(CriError):
     code = "DEADLINE_EXCEEDED"
 
 
+class Unauthenticated(CriError):
+    code = "UNAUTHENTICATED"
+
+
+class PermissionDenied(CriError):
+    code = "PERMISSION_DENIED"
+
+
+class Unavailable(CriError):
+    code = "UNAVAILABLE"
+
+
 @dataclass
 class SandboxRecord:
     id: str

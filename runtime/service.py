@@ -35,6 +35,7 @@ from kray.runtime.containers import ContainerManager, ContainerStatus
 from kray.runtime.cri import api_pb2 as pb
 from kray.runtime.cri.ocispec import SpecError, container_config
 from kray.runtime.execs import ContainerExecs
+from kray.runtime.imageref import ReferenceError, parse_reference
 from kray.runtime.images import HOST_IMAGE, ImageError, ImageInfo, ImageStore, normalize
 from kray.runtime.network import BridgeNetwork
 from kray.runtime.ocirt import CliRuntime, OciError
@@ -48,8 +49,10 @@ from kray.runtime.records import (
     NotFound,
     RecordCache,
     SandboxRecord,
+    Unavailable,
     to_json,
 )
+from kray.runtime.registry import Credentials, RegistryClient
 from kray.runtime.sandboxsetup import pod_context, setup_sandbox, umount
 from kray.runtime.shimfork import ShimLauncher
 from kray.runtime.volumes import VolumeManager
@@ -78,9 +81,11 @@ class NodeRuntime(ContainerExecs):
         cgroup_root: str = "kray",
         shm_size: int = 64 << 20,
         shim_launcher: ShimLauncher | None = None,
+        registry: RegistryClient | None = None,
     ) -> None:
         self.runtime = runtime
         self.images = images
+        self.registry = registry or RegistryClient()
         self.network = network
         self.state_dir = Path(state_dir)
         self.sandbox_root = self.state_dir / "sandboxes"
@@ -336,9 +341,10 @@ class NodeRuntime(ContainerExecs):
         shutil.rmtree(self.scratch_root / cid, ignore_errors=True)
 
     # images -----------------------------------------------------------------------------------
-    def pull_image(self, ref: str) -> ImageInfo:
+    def pull_image(self, ref: str, creds: Credentials | None = None) -> ImageInfo:
         """`oci-archive:<tar>[:name]`, `oci:<dir>[:name]` or an absolute path imports a local
-        image layout; any other reference must already be in the store (no registry yet)."""
+        image layout. Any other reference is pulled from its registry, unless the store has it
+        from an import (no registry to ask). Pulls of one name are serialized; blobs are shared."""
         source, name = _local_source(ref)
         if source is not None:
             if not source.exists():
@@ -348,12 +354,17 @@ class NodeRuntime(ContainerExecs):
             except (ImageError, OSError, ValueError, KeyError) as exc:
                 raise InvalidArgument(f"import {source}: {exc}") from exc
         info = self.resolve_image(ref)
-        if info is None:
-            raise NotFound(
-                f"image {normalize(ref)!r} not found: not in the node's store, and registry pulls are not"
-                " supported yet (import it with oci-archive:<path.tar>)"
-            )
-        return info
+        if info is not None and not info.repo_digest:
+            return info  # `host`, an import, or an id/digest of an image already here
+        try:
+            parsed = parse_reference(ref)
+        except ReferenceError as exc:
+            raise InvalidArgument(str(exc)) from None
+        with self._lock(f"pull:{normalize(ref)}"):
+            try:
+                return self.registry.pull(parsed, normalize(ref), self.images, creds)
+            except (ImageError, OSError) as exc:
+                raise Unavailable(f"{parsed}: {exc}") from exc
 
 
 def _local_source(ref: str) -> tuple[Path | None, str]:

@@ -8,8 +8,9 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-# crun/runc, nftables and busybox for the node runtime (apt-get; a no-op when present).
-bash scripts/install_system.sh
+# crun/runc, nftables and busybox for the node runtime (apt-get; a no-op when present); with
+# --test also a real OCI registry (docker-registry) and htpasswd for the image-pull tests.
+bash scripts/install_system.sh "${1:-}"
 # [train]: PyTorch for the training example (the main job); [test] includes it.
 extras="[train]"
 if [ "${1:-}" = "--test" ]; then extras="[test]"; fi

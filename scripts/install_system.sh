@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # System packages the node runtime needs: OCI runtimes (crun preferred, runc fallback), nftables
 # for services, busybox-static for the test image, iproute2 for debugging pod networks.
+# --test adds what only the tests use: the CNCF distribution registry and htpasswd.
 # Idempotent and quiet: does nothing when everything is installed. Needs root (or sudo).
 set -euo pipefail
 packages=(crun runc nftables busybox-static iproute2 gcc libc6-dev)
+if [ "${1:-}" = "--test" ]; then packages+=(docker-registry apache2-utils); fi
 missing=()
 for pkg in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then

@@ -348,9 +348,12 @@ class FakeCri:
     async def image_status(self, image: str, verbose: bool = False) -> pb.ImageStatusResponse:
         if image not in self.images:
             return pb.ImageStatusResponse()
-        return pb.ImageStatusResponse(image=pb.Image(id=f"sha256:{image}", repo_tags=[image]))
+        # The fake's images stand for imports (nothing to pull them from): pinned, as the runtime says.
+        return pb.ImageStatusResponse(image=pb.Image(id=f"sha256:{image}", repo_tags=[image], pinned=True))
 
-    async def pull_image(self, image: str, sandbox_config: pb.PodSandboxConfig | None = None) -> str:
+    async def pull_image(
+        self, image: str, sandbox_config: pb.PodSandboxConfig | None = None, auth: pb.AuthConfig | None = None
+    ) -> str:
         self.calls.append(("PullImage", image))
         if image not in self.images:
             raise rpc_error(grpc.StatusCode.NOT_FOUND, f"image {image!r} not found in the local store")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -27,6 +26,7 @@ from . import podstatus
 from .envvars import ContainerConfigError
 from .events import PodEvents
 from .hooks import pre_stop, run_hook
+from .images import ImageNeverPull, ImagePuller, InvalidImageName
 from .podconfig import PodConfigs
 from .ports import (
     ANN_GRACE,
@@ -86,6 +86,7 @@ class PodSyncer:
         self.waiting: dict[tuple[str, str], tuple[str, str]] = {}  # (uid, container) -> (reason, msg)
         self._image_failed: dict[tuple[str, str], float] = {}  # when its last pull failed
         self.configs = PodConfigs(api, volumes, devices, config)
+        self.puller = ImagePuller(api, cri, events.warning)
 
     @property
     def host_ip(self) -> str:
@@ -228,7 +229,13 @@ class PodSyncer:
                 due.append(left)
                 return False
         try:
-            await self._ensure_image(pod, c)
+            await self.puller.ensure(pod, c, self.events.normal)
+        except (ImageNeverPull, InvalidImageName) as exc:
+            reason = "ErrImageNeverPull" if isinstance(exc, ImageNeverPull) else "InvalidImageName"
+            self.waiting[key] = (reason, str(exc))
+            self.events.warning(pod, reason if reason == "ErrImageNeverPull" else "InspectFailed", str(exc))
+            due.append(self.config.backoff_initial)
+            return False
         except grpc.aio.AioRpcError as exc:
             self.events.warning(pod, "Failed", f'Failed to pull image "{c.image}": {exc.details() or exc.code()}')
             self.events.warning(pod, "Failed", "Error: ErrImagePull")
@@ -270,16 +277,6 @@ class PodSyncer:
         elif kind == "app":  # probes begin once postStart is done
             self.probes.add(uid, pod_ip, c, cid)
         return True
-
-    async def _ensure_image(self, pod: Pod, c: Container) -> None:
-        # The node's store is local: an image that is there needs no pull, whatever the policy.
-        if (await self.cri.image_status(c.image)).HasField("image"):
-            self.events.normal(pod, "Pulled", f'Container image "{c.image}" already present on machine')
-            return
-        self.events.normal(pod, "Pulling", f'Pulling image "{c.image}"')
-        started = time.monotonic()
-        await self.cri.pull_image(c.image)
-        self.events.normal(pod, "Pulled", f'Successfully pulled image "{c.image}" in {time.monotonic() - started:.3f}s')
 
     def _pre_stop_failed(self, pod: Pod, container: str) -> Callable[[str], None]:
         """The FailedPreStopHook event for one container's preStop hook."""

@@ -77,7 +77,9 @@ class CriPort(Protocol):
 
     async def image_status(self, image: str, verbose: bool = False) -> pb.ImageStatusResponse: ...
 
-    async def pull_image(self, image: str, sandbox_config: pb.PodSandboxConfig | None = None) -> str: ...
+    async def pull_image(
+        self, image: str, sandbox_config: pb.PodSandboxConfig | None = None, auth: pb.AuthConfig | None = None
+    ) -> str: ...
 
 
 class ApiPort(Protocol):

@@ -140,9 +140,12 @@ class RuntimeClient:
         req = pb.ImageStatusRequest(image=pb.ImageSpec(image=image), verbose=verbose)
         return await self.image.ImageStatus(req, timeout=self.timeout)
 
-    async def pull_image(self, image: str, sandbox_config: pb.PodSandboxConfig | None = None) -> str:
-        req = pb.PullImageRequest(image=pb.ImageSpec(image=image), sandbox_config=sandbox_config)
-        resp = await self.image.PullImage(req, timeout=self.timeout)
+    async def pull_image(
+        self, image: str, sandbox_config: pb.PodSandboxConfig | None = None, auth: pb.AuthConfig | None = None
+    ) -> str:
+        req = pb.PullImageRequest(image=pb.ImageSpec(image=image), sandbox_config=sandbox_config, auth=auth)
+        # A pull takes as long as the image is large: no per-call deadline, as kubelet's pulls.
+        resp = await self.image.PullImage(req, timeout=None)
         return str(resp.image_ref)
 
     async def remove_image(self, image: str) -> None:

@@ -69,9 +69,12 @@ def image_pb(info: ImageInfo) -> pb.Image:
     img = pb.Image(
         id=info.config_digest,
         repo_tags=[info.name],
-        repo_digests=[f"{info.name.rsplit(':', 1)[0]}@{info.digest}"],
+        repo_digests=[info.repo_digest or f"{info.name.rsplit(':', 1)[0]}@{info.digest}"],
         size=max(1, info.size),
         spec=pb.ImageSpec(image=info.name),
+        # An imported image has no registry to pull it from again: exempt from image GC, and
+        # the kubelet treats it as present whatever the pull policy.
+        pinned=not info.repo_digest,
     )
     if name.isdigit():
         img.uid.value = int(name)

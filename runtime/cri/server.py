@@ -30,6 +30,7 @@ from kray.runtime.cri import api_pb2_grpc as pbg
 from kray.runtime.cri import portforward
 from kray.runtime.cri.convert import CONTAINER_STATES, container_status_pb, image_pb, labels_match, sandbox_state
 from kray.runtime.cri.execstream import exec_stream
+from kray.runtime.registry import Credentials
 from kray.runtime.service import CriError, NodeRuntime
 from kray.runtime.stats import StatsSampler
 
@@ -317,7 +318,9 @@ class ImageServicer(pbg.ImageServiceServicer):
 
     @rpc
     def PullImage(self, request: pb.PullImageRequest, context: Any) -> pb.PullImageResponse:
-        info = self.node.pull_image(request.image.image)
+        a = request.auth
+        creds = Credentials.from_auth(a.username, a.password, a.auth, a.registry_token or a.identity_token)
+        info = self.node.pull_image(request.image.image, creds)
         return pb.PullImageResponse(image_ref=info.config_digest)
 
     @rpc

@@ -27,6 +27,7 @@ from kray.runtime.images import ImageStore
 from kray.runtime.network import BridgeNetwork, NetworkConfig
 from kray.runtime.ocirt import detect_runtime, make_runtime
 from kray.runtime.procrt import NO_ISOLATION_WARNING
+from kray.runtime.registry import RegistryClient
 from kray.runtime.service import NodeRuntime
 from kray.runtime.shimfork import ShimLauncher
 from kray.runtime.volumes import VolumeManager
@@ -52,8 +53,19 @@ def build_node(args: argparse.Namespace) -> NodeRuntime:
     images = ImageStore(Path(args.image_dir) if args.image_dir else state / "images")
     volumes = VolumeManager(state / "pods")
     launcher = ShimLauncher(state / "shimfork.sock")
+    # Registries spoken to over plain HTTP besides loopback, and a private CA: flags, or the
+    # environment `ray start`/`kray up` ran in (every node's runtime inherits it).
+    insecure = args.insecure_registry or [h for h in os.environ.get("KRAY_INSECURE_REGISTRIES", "").split(",") if h]
+    registry = RegistryClient(insecure, ca_file=args.registry_ca_file or os.environ.get("KRAY_REGISTRY_CA_FILE"))
     return NodeRuntime(
-        runtime, images, network, state, volumes=volumes, cgroup_root=args.cgroup_root, shim_launcher=launcher
+        runtime,
+        images,
+        network,
+        state,
+        volumes=volumes,
+        cgroup_root=args.cgroup_root,
+        shim_launcher=launcher,
+        registry=registry,
     )
 
 
@@ -72,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prefix", default="kray", help="names of netns/veths start with this")
     ap.add_argument("--cgroup-root", default="kray")
     ap.add_argument("--image-dir", default="", help="image store (default: <state-dir>/images)")
+    ap.add_argument(
+        "--insecure-registry", action="append", default=[], help="HOST[:PORT] to pull from over plain HTTP (repeat)"
+    )
+    ap.add_argument("--registry-ca-file", default="", help="PEM CA bundle for registries (default: the system's)")
     ap.add_argument("--log-level", default="INFO")
     args = ap.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -102,6 +102,7 @@ class NodeRuntime(ContainerExecs):
 
     def close(self) -> None:
         """Stop the shim launcher, if any (running containers and their shims stay)."""
+        self.registry.close()
         if self.containers.launcher is not None:
             self.containers.launcher.close()
 

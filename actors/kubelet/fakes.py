@@ -2,7 +2,9 @@
 
 ``FakeCri`` keeps sandboxes and containers with the CRI state machine (created -> running ->
 exited; ALREADY_EXISTS/NOT_FOUND like the real service); tests end a container with
-``exit(cid, code, reason)`` and script ExecSync answers with ``exec_handler``. ``FakeDevices``,
+``exit(cid, code, reason)`` and script ExecSync answers with ``exec_handler``. Images are either
+imported (``images``: pinned, nothing to pull them from) or served by a fake remote ``registry``
+(with ``registry_auth`` credentials) and, once pulled, kept in ``pulled``. ``FakeDevices``,
 the device manager, lives in fakedevices.py and is re-exported here.
 """
 
@@ -57,7 +59,13 @@ class FakeCri:
     """Times come from ``now_ns`` (tie it to a FakeClock for deterministic back-off)."""
 
     now_ns: Callable[[], int]
-    images: set[str] = field(default_factory=lambda: {"busybox"})
+    images: set[str] = field(default_factory=lambda: {"busybox"})  # imported: reported pinned
+    # A fake remote registry: image -> the manifest digest it serves, and the (username, password)
+    # an image needs (others pull anonymously). A pull puts the image in `pulled` (not pinned).
+    registry: dict[str, str] = field(default_factory=dict)
+    registry_auth: dict[str, tuple[str, str]] = field(default_factory=dict)
+    pulled: dict[str, str] = field(default_factory=dict)  # image -> digest
+    pull_auths: list[tuple[str, str]] = field(default_factory=list)  # (image, username or "") per PullImage
     pod_ip: str | None = None  # fixed IP for every sandbox (probe tests); else 10.88.0.N
     log_root: str = "/nonexistent/logs"
     stop_exit_code: int = 143  # what a SIGTERM'd process exits with
@@ -181,7 +189,7 @@ class FakeCri:
         sb = self._sandbox(sandbox_id)
         if not sb.ready:
             raise rpc_error(grpc.StatusCode.FAILED_PRECONDITION, f"sandbox {sandbox_id} is not ready")
-        if config.image.image not in self.images:
+        if config.image.image not in self.images and config.image.image not in self.pulled:
             raise rpc_error(grpc.StatusCode.NOT_FOUND, f"image {config.image.image} not found")
         cid = f"c{next(self._ids):04d}"
         log_dir = sb.config.log_directory or f"{self.log_root}/{sandbox_id}"
@@ -346,6 +354,13 @@ class FakeCri:
 
     # --- images -------------------------------------------------------------------------------
     async def image_status(self, image: str, verbose: bool = False) -> pb.ImageStatusResponse:
+        if image in self.pulled:
+            name = image.partition("@")[0]
+            name = name.rpartition(":")[0] if ":" in name.rpartition("/")[2] else name  # no tag
+            pulled = pb.Image(
+                id=f"sha256:{image}", repo_tags=[image], repo_digests=[f"{name}@{self.pulled[image]}"], size=1000
+            )
+            return pb.ImageStatusResponse(image=pulled)
         if image not in self.images:
             return pb.ImageStatusResponse()
         # The fake's images stand for imports (nothing to pull them from): pinned, as the runtime says.
@@ -355,6 +370,14 @@ class FakeCri:
         self, image: str, sandbox_config: pb.PodSandboxConfig | None = None, auth: pb.AuthConfig | None = None
     ) -> str:
         self.calls.append(("PullImage", image))
+        self.pull_auths.append((image, auth.username if auth else ""))
+        if image in self.registry:
+            need = self.registry_auth.get(image)
+            if need is not None and (auth is None or (auth.username, auth.password) != need):
+                why = "refused the credentials" if auth else "asks for a user and password"
+                raise rpc_error(grpc.StatusCode.UNAUTHENTICATED, f"{image}: the registry {why}")
+            self.pulled[image] = self.registry[image]
+            return f"sha256:{image}"
         if image not in self.images:
             raise rpc_error(grpc.StatusCode.NOT_FOUND, f"image {image!r} not found in the local store")
         return f"sha256:{image}"

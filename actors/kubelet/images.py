@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
@@ -58,7 +57,7 @@ class _Entry:
     auth: pb.AuthConfig
 
     def matches(self, ref: ImageReference) -> bool:
-        host, _, port = ref.domain.partition(":")
+        host, port = _host_port(ref.domain)
         if host.split(".").__len__() != self.host.split(".").__len__():
             return False
         labels_ok = all(fnmatch.fnmatchcase(h, p) for h, p in zip(host.split("."), self.host.split("."), strict=True))
@@ -66,10 +65,24 @@ class _Entry:
         return labels_ok and port == self.port and path_ok
 
 
+def _host_port(domain: str) -> tuple[str, str]:
+    """("::1", "5000") for "[::1]:5000", ("reg.io", "") for "reg.io"."""
+    if domain.startswith("["):
+        host, _, rest = domain[1:].partition("]")
+        return host, rest.removeprefix(":")
+    host, _, port = domain.partition(":")
+    return host, port
+
+
 def parse_docker_config(raw: bytes | str, wrapped: bool = True) -> list[_Entry]:
-    """Entries of a docker config.json (`{"auths": {...}}`) or, unwrapped, a legacy .dockercfg."""
+    """Entries of a docker config.json (`{"auths": {...}}`) or, unwrapped, a legacy .dockercfg.
+    Raises ValueError for anything that is not such a document."""
     doc = json.loads(raw)
-    auths: dict[str, Any] = (doc.get("auths") or {}) if wrapped else doc
+    auths = doc.get("auths") if wrapped and isinstance(doc, dict) else doc
+    if auths is None and isinstance(doc, dict):
+        auths = {}
+    if not isinstance(auths, dict):
+        raise ValueError("not a docker config: want a JSON object" + (' with an "auths" object' if wrapped else ""))
     entries = []
     for key, value in auths.items():
         if not isinstance(value, dict):
@@ -140,9 +153,10 @@ class ImagePuller:
                 raise ImageNeverPull(f'Container image "{image}" is not present with pull policy of Never')
             normal(pod, "Pulled", f'Container image "{image}" already present on machine')
             return
+        creds = await self._credentials(pod, image)  # before Pulling: a missing secret is said first
         normal(pod, "Pulling", f'Pulling image "{image}"')
         started = time.monotonic()
-        await self._pull(pod, image)
+        await self._pull(image, creds)
         size = (await self.cri.image_status(image)).image.size
         normal(
             pod,
@@ -150,9 +164,12 @@ class ImagePuller:
             f'Successfully pulled image "{image}" in {time.monotonic() - started:.3f}s. Image size: {size} bytes.',
         )
 
-    async def _pull(self, pod: Pod, image: str) -> None:
-        creds = credentials_for(image, await self._secret_entries(pod)) if is_registry_image(image) else []
-        creds += credentials_for(image, node_docker_config()) if is_registry_image(image) else []
+    async def _credentials(self, pod: Pod, image: str) -> list[pb.AuthConfig]:
+        if not is_registry_image(image):
+            return []
+        return credentials_for(image, await self._secret_entries(pod)) + credentials_for(image, node_docker_config())
+
+    async def _pull(self, image: str, creds: list[pb.AuthConfig]) -> None:
         if not creds:
             await self.cri.pull_image(image)
             return

@@ -84,7 +84,7 @@ class PodSyncer:
         self.probes, self.clock, self.config, self.events = probes, clock, config, events
         self.backoff = Backoff(config.backoff_initial, config.backoff_max)
         self.waiting: dict[tuple[str, str], tuple[str, str]] = {}  # (uid, container) -> (reason, msg)
-        self._image_failed: dict[tuple[str, str], float] = {}  # when its last pull failed
+        self._image_failed: dict[tuple[str, str], tuple[float, str]] = {}  # when and why its last pull failed
         self.configs = PodConfigs(api, volumes, devices, config)
         self.puller = ImagePuller(api, cri, events.warning)
 
@@ -222,9 +222,11 @@ class PodSyncer:
             await self.cri.remove_container(st.id)
         image_key = (uid, f"image:{c.name}")
         if self.waiting.get(key, ("",))[0] in ("ErrImagePull", "ImagePullBackOff"):
-            left = self.backoff.remaining(image_key, self._image_failed.get(key, now), now)
+            failed_at, why = self._image_failed.get(key, (now, ""))
+            left = self.backoff.remaining(image_key, failed_at, now)
             if left > 0:
-                self.waiting[key] = ("ImagePullBackOff", f'Back-off pulling image "{c.image}"')
+                # As Kubernetes 1.30+: the back-off says what the last pull failed with.
+                self.waiting[key] = ("ImagePullBackOff", f'Back-off pulling image "{c.image}": ErrImagePull: {why}')
                 self.events.normal(pod, "BackOff", f'Back-off pulling image "{c.image}"')
                 due.append(left)
                 return False
@@ -240,7 +242,7 @@ class PodSyncer:
             self.events.warning(pod, "Failed", f'Failed to pull image "{c.image}": {exc.details() or exc.code()}')
             self.events.warning(pod, "Failed", "Error: ErrImagePull")
             self.backoff.next(image_key)
-            self._image_failed[key] = now
+            self._image_failed[key] = (now, exc.details() or str(exc.code()))
             self.waiting[key] = ("ErrImagePull", exc.details() or str(exc.code()))
             due.append(self.backoff.entries[image_key])
             return False

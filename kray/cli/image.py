@@ -1,7 +1,8 @@
-"""`kray image import|ls|rm`: the local node's image store, through its CRI ImageService.
+"""`kray image pull|import|ls|rm`: the local node's image store, through its CRI ImageService.
 
-Images are OCI image layouts (a directory or a tar). There is no registry pull yet, so images
-reach a node by import; `scripts/build_test_image.sh` builds the busybox test image.
+Images come from registries (`kray image pull`, or the kubelet when a pod needs one) or from OCI
+image layouts (a directory or a tar) by import; `scripts/build_test_image.sh` builds the busybox
+test image.
 """
 
 from __future__ import annotations
@@ -63,6 +64,29 @@ def import_cmd(source: Path, name: str | None, node: str | None, state_dir: Path
             return await cri.pull_image(ref)
 
     click.echo(f"imported {_run(go)}")
+
+
+@image.command("pull")
+@click.argument("ref")
+@click.option("--creds", help="USER:PASSWORD for the registry (default: a matching ~/.docker/config.json entry).")
+@_node
+@_state
+def pull_cmd(ref: str, creds: str | None, node: str | None, state_dir: Path | None) -> None:
+    """Pull an image from its registry onto this machine's node (e.g. docker.io/library/python:3.12)."""
+    from kray.actors.kubelet.images import credentials_for, node_docker_config
+    from kray.runtime.cri import api_pb2 as pb
+    from kray.runtime.cri.client import RuntimeClient
+
+    if creds is not None and ":" not in creds:
+        raise click.BadParameter("want USER:PASSWORD", param_hint="--creds")
+    user, _, password = (creds or "").partition(":")
+    auths = [pb.AuthConfig(username=user, password=password)] if creds else credentials_for(ref, node_docker_config())
+
+    async def go() -> str:
+        async with RuntimeClient(_socket(node, state_dir)) as cri:
+            return await cri.pull_image(ref, auth=auths[0] if auths else None)
+
+    click.echo(f"pulled {ref} ({_run(go)})")
 
 
 @image.command("ls")

@@ -17,6 +17,7 @@ import re
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from kray.etcd_server import EtcdServer, free_port
+from tests.registryserver import start_registry
 
 pytestmark = [pytest.mark.ray, pytest.mark.etcd, pytest.mark.root, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,6 +93,7 @@ def test_pods_and_a_training_job_on_a_real_node(ray_cluster: str, private_etcd: 
             capture_output=True, text=True, check=True,
         )  # fmt: skip
         assert kray(env, "image", "import", image.stdout.strip(), "--name", "busybox:latest").returncode == 0
+        pull_from_a_registry(env, Path(image.stdout.strip()), tmp_path)
 
         # A Pod that prints and exits.
         manifest = tmp_path / "pods.yaml"
@@ -181,6 +184,28 @@ def test_pods_and_a_training_job_on_a_real_node(ray_cluster: str, private_etcd: 
     assert prefix not in leftovers
     links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
     assert prefix not in links
+
+
+def pull_from_a_registry(env: dict[str, str], image_tar: Path, tmp_path: Path) -> None:
+    """`kray image pull` from a real registry onto the node, and what a bad pull says."""
+    layout = tmp_path / "layout"
+    with tarfile.open(image_tar) as tf:
+        tf.extractall(layout, filter="data")
+    reg = start_registry(tmp_path / "registry", auth="basic")
+    try:
+        reg.push_layout(layout, "team/busybox", "1")
+        ref = f"{reg.host}/team/busybox:1"
+        pulled = kray(env, "image", "pull", ref, "--creds", "alice:s3cret")
+        assert pulled.returncode == 0 and pulled.stdout.startswith(f"pulled {ref} (sha256:"), pulled
+        assert ref in kray(env, "image", "ls").stdout
+        denied = kray(env, "image", "pull", ref)
+        assert denied.returncode != 0 and "user and password" in denied.stderr, denied
+        missing = kray(env, "image", "pull", f"{reg.host}/team/nothere:1", "--creds", "alice:s3cret")
+        assert missing.returncode != 0 and "404" in missing.stderr and "NAME_UNKNOWN" in missing.stderr, missing
+        assert kray(env, "image", "pull", ref, "--creds", "alice").returncode == 2
+        assert kray(env, "image", "rm", ref).returncode == 0
+    finally:
+        reg.stop()
 
 
 def fetch_forwarded(env: dict[str, str], pod: str, ports: str, request: bytes) -> bytes:

@@ -34,6 +34,7 @@ HOST_IMAGE = "host"
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 REF_ANNOTATION = "org.opencontainers.image.ref.name"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 class ImageError(RuntimeError):
@@ -69,9 +70,22 @@ def _safe_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
 
 
 def _open_layer(path: Path) -> tarfile.TarFile:
+    """A layer tar, plain, gzip or zstd (told by its magic bytes, as containerd does)."""
     with open(path, "rb") as f:
-        gz = f.read(2) == b"\x1f\x8b"
-    return tarfile.open(fileobj=gzip.open(path), mode="r|") if gz else tarfile.open(path, mode="r|")
+        magic = f.read(4)
+    if magic[:2] == b"\x1f\x8b":
+        return tarfile.open(fileobj=gzip.open(path), mode="r|")
+    if magic == ZSTD_MAGIC:
+        try:
+            import zstandard
+        except ImportError:
+            raise ImageError(
+                f"layer {path.name} is zstd-compressed: install the zstandard package on the node"
+                " (pip install 'kray[zstd]')"
+            ) from None
+        reader = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)  # noqa: SIM115
+        return tarfile.open(fileobj=reader, mode="r|")  # type: ignore[call-overload]
+    return tarfile.open(path, mode="r|")
 
 
 def apply_layer(layer: Path, dest: Path) -> None:

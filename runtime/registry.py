@@ -46,6 +46,7 @@ LAYER_TYPES = (
     "application/vnd.oci.image.layer.v1.tar",
     "application/vnd.oci.image.layer.v1.tar+gzip",
     "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    "application/vnd.oci.image.layer.v1.tar+zstd",  # unpacked with the zstandard package (kray[zstd])
 )
 PARALLEL_LAYERS = 3  # as Docker and containerd: enough to fill a link, few enough to finish some
 MAX_MANIFEST = 4 << 20
@@ -60,6 +61,11 @@ class Credentials:
     username: str = ""
     password: str = ""
     registry_token: str = ""  # a bearer token for the registry itself
+
+    def identity(self) -> str:
+        """What a cached token is filed under: a hash of all of it, so that only the very same
+        credentials (never a wrong password, nor an anonymous pull) reuse what these earned."""
+        return hashlib.sha256(f"{self.username}\0{self.password}\0{self.registry_token}".encode()).hexdigest()
 
     @classmethod
     def from_auth(cls, username: str, password: str, auth: str, registry_token: str) -> Credentials | None:
@@ -131,7 +137,7 @@ class RegistryClient:
     ) -> httpx.Response:
         url = self._url(ref, tail)
         headers = {"Accept": accept} if accept else {}
-        key = (ref.api_host, ref.path, creds.username if creds else "")
+        key = (ref.api_host, ref.path, creds.identity() if creds else "")
         with self._lock:
             cached = self._tokens.get(key)
         if cached and cached[1] > time.monotonic():

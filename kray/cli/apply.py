@@ -159,10 +159,33 @@ def apply_cmd(files: tuple[str, ...], recursive: bool, namespace: str | None) ->
     _run(files, recursive, namespace, create_only=False)
 
 
-@click.command("create")
-@_files
+class _CreateGroup(click.Group):
+    """``kray create -f FILE`` on its own; the imperative generators (``kray create secret ...``,
+    in kray.cli.create) as subcommands, imported only when one is named or help is asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        from .create import SUBCOMMANDS
+
+        return sorted(SUBCOMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        from .create import ALIASES, SUBCOMMANDS
+
+        return SUBCOMMANDS.get(ALIASES.get(cmd_name, cmd_name))
+
+
+@click.group("create", cls=_CreateGroup, invoke_without_command=True)
+@click.option("-f", "--filename", "files", multiple=True, help="File, directory or - (stdin).")
 @_recursive
 @_namespace
-def create_cmd(files: tuple[str, ...], recursive: bool, namespace: str | None) -> None:
-    """Create objects from manifests (fails for existing ones)."""
+@click.pass_context
+def create_cmd(ctx: click.Context, files: tuple[str, ...], recursive: bool, namespace: str | None) -> None:
+    """Create objects from manifests (fails for existing ones), or one object from flags."""
+    if ctx.invoked_subcommand is not None:
+        if files:
+            raise click.UsageError("-f/--filename cannot be combined with a subcommand", ctx)
+        return
+    if not files:  # what click said when -f was a required option
+        param = next(p for p in ctx.command.params if p.name == "files")
+        raise click.MissingParameter(ctx=ctx, param=param)
     _run(files, recursive, namespace, create_only=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -84,3 +85,10 @@ def client(cli_env: dict[str, str]) -> Iterator[Client]:
 
     with Client(server=cli_env["KRAY_SERVER"], token=cli_env["KRAY_TOKEN"]) as c:
         yield c
+
+
+@pytest.fixture
+def ns(client: Client) -> str:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    client.create_raw({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    return name

@@ -25,13 +25,6 @@ VIOLATION = "Cannot evict pod as it would violate the pod's disruption budget."
 
 
 @pytest.fixture
-def ns(client: Client) -> str:
-    name = f"ev-{uuid.uuid4().hex[:8]}"
-    client.create_raw({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-    return name
-
-
-@pytest.fixture
 def node(client: Client) -> str:
     name = f"n-{uuid.uuid4().hex[:8]}"
     client.create_raw({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})

@@ -21,13 +21,6 @@ from kray.crds import Node, Pod
 Obj = dict[str, Any]
 
 
-@pytest.fixture
-def ns(client: Client) -> str:
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    client.create_raw({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-    return name
-
-
 def make_pod(
     client: Client, ns: str, name: str, node: str | None = None, volumes: list[Obj] | None = None, **meta: Any
 ) -> Obj:

@@ -168,6 +168,36 @@ class ImageStore:
                 tmp.write_text(json.dumps(db, indent=1))
                 os.replace(tmp, self.db)
 
+    def usage(self) -> tuple[int, int]:
+        """(bytes, inodes) the store takes on disk: blobs and unpacked rootfs caches (hard links
+        counted once each time they appear, as `du -l`)."""
+        used = inodes = 0
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            for name in (*dirnames, *filenames):
+                with contextlib.suppress(OSError):
+                    st = os.lstat(os.path.join(dirpath, name))
+                    used += st.st_blocks * 512
+                    inodes += 1
+        return used, inodes
+
+    def prune(self, min_age: float = 3600.0) -> list[str]:
+        """Remove blobs and rootfs caches that no image names, last touched over `min_age`
+        seconds ago (younger ones may belong to a pull in progress). Returns what went."""
+        with self._locked() as db:
+            live = {d for img in db.values() for d in (img["digest"], img["config_digest"], *img["layers"])}
+        cutoff = time.time() - min_age
+        gone = []
+        for path in [*self.blobs.iterdir(), *(self.root / "rootfs").iterdir()]:
+            digest = "sha256:" + path.name.lstrip(".").split(".")[0].split("-")[0]
+            if digest in live and not path.name.startswith("."):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if path.lstat().st_mtime > cutoff or (path.is_dir() and self._in_use(path)):
+                    continue
+                _remove(path)
+                gone.append(path.name)
+        return gone
+
     def blob_path(self, digest: str) -> Path:
         algo, _, hexd = digest.partition(":")
         if algo != "sha256" or len(hexd) != 64:

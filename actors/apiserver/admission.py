@@ -3,6 +3,7 @@
 A hook sees every create, update and delete after defaulting and validation and before the
 write. It may mutate ``request.object`` (mutating admission) or raise ``AdmissionDenied``
 (validating admission). Hooks run in order; the first denial wins and nothing is written.
+A hook with side effects (a charge, an allocation) must make none when ``request.dry_run``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ class AdmissionRequest:
     subresource: str = ""  # "status" for /status writes
     user: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+    # ?dryRun=All: decide exactly as for the real request, but commit nothing (no charge, no
+    # allocation, no cache update): the write that follows admission will not happen.
+    dry_run: bool = False
 
 
 class AdmissionDenied(Exception):

@@ -27,18 +27,18 @@ from kray.actors.store.objects import ObjectStore, to_json_bytes
 from kray.crds.meta import Resource, utcnow
 from kray.crds.registry import REGISTRY, KindInfo, Registry, UnknownKindError
 
-from . import crd, discovery, errors, metricsapi, tables
+from . import crd, discovery, dryrun, errors, metricsapi, tables
 from .admission import SYSTEM_NAMESPACES, AdmissionHook, NamespaceLifecycle
 from .auth import BearerAuth
 from .binding import Bindings
 from .bodies import delete_options, int_param, parse_json, read_body, read_object
 from .clusterip import ClusterIPAllocator
 from .handlers import Handlers
-from .lists import Stored, list_body, parse_filter, with_resource_version
+from .lists import Stored, list_body, query_filter, with_resource_version
 from .logs import PodLogs
 from .metricsapi import MetricsApi
 from .patch import PATCH_TYPES
-from .paths import RESOURCE_METHODS, Target, resolve, resource_path
+from .paths import RESOURCE_METHODS, Target, resolve, resource_path, strip_trailing_slash
 from .podexec import PodExec
 from .priority import BUILTIN_PRIORITY_CLASSES, PriorityAdmission, builtin_class
 from .quota import ResourceQuotaAdmission
@@ -132,7 +132,7 @@ class ApiServer:
             Route("/apis/{group}/{version}/{rest:path}", self._group_endpoint, methods=[*_ITEM_METHODS, "POST"]),
         ]
         self.starlette = Starlette(routes=routes, lifespan=self._lifespan)
-        self.app: ASGIApp = _strip_trailing_slash(BearerAuth(self._route, token))
+        self.app: ASGIApp = strip_trailing_slash(BearerAuth(self._route, token))
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Resource requests straight to the endpoint; the rest through Starlette's routes."""
@@ -277,6 +277,8 @@ class ApiServer:
     async def _dispatch(self, request: Request, t: Target) -> Response | WatchResponse:
         method = request.method
         h = self.handlers
+        # ?dryRun=All on any write (DELETE also takes it in its DeleteOptions body): see dryrun.py.
+        dry = method != "GET" and dryrun.from_query(request.query_params)
         if t.name is None:
             if method == "GET":
                 if t.watch or _bool(request.query_params.get("watch")):
@@ -284,7 +286,7 @@ class ApiServer:
                 return await self._list(request, t)
             if method == "POST" and (t.namespace is not None or not t.info.namespaced):
                 data = await read_object(request, self.max_object_bytes)
-                return _object_response(await h.create(t.info, t.namespace, data), 201)
+                return _object_response(await h.create(t.info, t.namespace, data, dry), 201)
             if method == "DELETE":
                 return await self._delete_collection(request, t)
             raise errors.method_not_allowed()
@@ -297,7 +299,7 @@ class ApiServer:
                 raise errors.method_not_allowed()
             body = await read_object(request, self.max_object_bytes)
             bind = self.bindings.bind_gang if t.info.kind == "PodGroup" else self.bindings.bind
-            status = await bind(t.namespace, t.name, body)
+            status = await bind(t.namespace, t.name, body, dry)
             return errors.status_response(status, 201)
         if t.subresource == "eviction":  # policy/v1 Eviction: a delete that honours PodDisruptionBudgets
             if method != "POST" or t.namespace is None:
@@ -305,7 +307,7 @@ class ApiServer:
             from .eviction import Evictions
 
             body = await read_object(request, self.max_object_bytes)
-            return errors.status_response(await Evictions(h).evict(t.namespace, t.name, body), 201)
+            return errors.status_response(await Evictions(h).evict(t.namespace, t.name, body, dry), 201)
         if method == "GET":
             # The stored JSON is the wire form: served as is, like list and watch items.
             value, revision = await h.get_raw(t.info, t.namespace, t.name)
@@ -315,23 +317,25 @@ class ApiServer:
             return Response(wire, media_type=errors.JSON)
         if method == "PUT":
             data = await read_object(request, self.max_object_bytes)
-            return _object_response(await h.update(t.info, t.namespace, t.name, data, t.subresource))
+            return _object_response(await h.update(t.info, t.namespace, t.name, data, t.subresource, dry))
         if method == "PATCH" and t.subresource != "finalize":
             content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if content_type not in PATCH_TYPES:
                 raise errors.unsupported_media_type(content_type, PATCH_TYPES)
             patch = parse_json(await read_body(request, self.max_object_bytes))
-            return _object_response(await h.patch(t.info, t.namespace, t.name, content_type, patch, t.subresource))
+            result = await h.patch(t.info, t.namespace, t.name, content_type, patch, t.subresource, dry)
+            return _object_response(result)
         if method == "DELETE" and not t.subresource:
             options = await delete_options(request, self.max_object_bytes)
-            return _object_response(await h.delete(t.info, t.namespace, t.name, options))
+            deleted = await h.delete(t.info, t.namespace, t.name, options, dryrun.from_options(options))
+            return _object_response(deleted)
         raise errors.method_not_allowed()
 
     # ---- list / watch / deletecollection ----
 
     async def _list(self, request: Request, t: Target) -> Response:
         query = request.query_params
-        flt = _filter(query)
+        flt = query_filter(query)
         kvs, revision = await self.store.kv.range(self.store.prefix(t.info, t.namespace))
         if flt is None:
             items = [with_resource_version(kv.value, kv.mod_revision) for kv in kvs]
@@ -343,7 +347,7 @@ class ApiServer:
 
     def _watch(self, request: Request, t: Target, field_name: str | None = None) -> WatchResponse:
         query = request.query_params
-        flt = _filter(query, field_name)
+        flt = query_filter(query, field_name)
         rv = query.get("resourceVersion")
         if rv not in (None, "", "0") and not (rv.isdigit() and int(rv) > 0):
             raise errors.bad_request(f'invalid resource version "{rv}"')
@@ -362,37 +366,15 @@ class ApiServer:
     async def _delete_collection(self, request: Request, t: Target) -> Response:
         if t.info.namespaced and t.namespace is None:
             raise errors.method_not_allowed()
-        flt = _filter(request.query_params)
+        flt = query_filter(request.query_params)
         options = await delete_options(request, self.max_object_bytes)
+        dry_run = dryrun.from_options(options)
         items, revision = await self.store.list(t.info, t.namespace)
         out: list[bytes] = []
         for obj in items:
             if flt is not None and not flt.matches(obj.to_dict()):
                 continue
             with contextlib.suppress(errors.ApiError):  # already gone, or refused: skip it
-                done = await self.handlers.delete(t.info, t.namespace, obj.name, options)
+                done = await self.handlers.delete(t.info, t.namespace, obj.name, options, dry_run)
                 out.append(done.model_dump_json(by_alias=True, exclude_none=True).encode())
         return Response(list_body(t.info, out, revision), media_type=errors.JSON)
-
-
-def _strip_trailing_slash(app: ASGIApp) -> ASGIApp:
-    """``/version/`` is ``/version`` (the Python client asks for it), without a redirect."""
-
-    async def normalized(scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if scope["type"] == "http" and len(path) > 1 and path.endswith("/"):
-            scope = dict(scope, path=path.rstrip("/") or "/")
-        await app(scope, receive, send)
-
-    return normalized
-
-
-def _filter(query: Any, field_name: str | None = None) -> Any:
-    field_selector = query.get("fieldSelector")
-    if field_name is not None:  # /watch/.../<name> watches one object
-        term = f"metadata.name={field_name}"
-        field_selector = f"{field_selector},{term}" if field_selector else term
-    try:
-        return parse_filter(query.get("labelSelector"), field_selector)
-    except ValueError as exc:
-        raise errors.bad_request(str(exc)) from None

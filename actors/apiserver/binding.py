@@ -91,7 +91,7 @@ class Bindings:
         reg = self.store.registry
         return reg.get("v1", "Pod"), reg.get("v1", "Node")
 
-    async def bind(self, namespace: str, name: str, body: dict[str, Any]) -> Status:
+    async def bind(self, namespace: str, name: str, body: dict[str, Any], dry_run: bool = False) -> Status:
         """``POST /api/v1/namespaces/{ns}/pods/{name}/binding`` with a ``v1 Binding``."""
         pod_info, _ = self._infos()
         if body.get("kind") not in (None, "Binding"):
@@ -104,9 +104,9 @@ class Bindings:
         if meta.get("name") not in (None, name):
             raise errors.bad_request(f"the binding's name ({meta.get('name')}) does not match the pod ({name})")
         annotations = _annotations(pod_info, name, meta.get("annotations"))
-        return await self.bind_many(namespace, [(name, meta.get("uid"), node, annotations)])
+        return await self.bind_many(namespace, [(name, meta.get("uid"), node, annotations)], dry_run)
 
-    async def bind_gang(self, namespace: str, group: str, body: dict[str, Any]) -> Status:
+    async def bind_gang(self, namespace: str, group: str, body: dict[str, Any], dry_run: bool = False) -> Status:
         """``POST /apis/scheduling.kray.io/v1alpha1/namespaces/{ns}/podgroups/{group}/binding``.
 
         Body: ``{"kind": "PodGroupBinding", "bindings": [{"podName", "podUID", "node"}, ...]}``.
@@ -125,10 +125,13 @@ class Bindings:
                 )
             annotations = _annotations(pod_info, str(item["podName"]), item.get("annotations"))
             pairs.append((str(item["podName"]), item.get("podUID"), str(item["node"]), annotations))
-        return await self.bind_many(namespace, pairs)
+        return await self.bind_many(namespace, pairs, dry_run)
 
-    async def bind_many(self, namespace: str, pairs: list[tuple[str, str | None, str, dict[str, str]]]) -> Status:
-        """Bind (pod name, expected uid or None, node, annotations to set) in ONE guarded transaction."""
+    async def bind_many(
+        self, namespace: str, pairs: list[tuple[str, str | None, str, dict[str, str]]], dry_run: bool = False
+    ) -> Status:
+        """Bind (pod name, expected uid or None, node, annotations to set) in ONE guarded transaction
+        (``dry_run``: every check, then no transaction)."""
         pod_info, node_info = self._infos()
         await self.releaser.ensure_started()
         kv = self.store.kv
@@ -171,6 +174,8 @@ class Bindings:
                 self._mark_scheduled(pod)
                 compares.append(Compare(key, pod_kv.mod_revision))
                 puts.append((key, to_json(pod)))  # compact UTF-8, as the object store writes
+            if dry_run:
+                return Status(status="Success", code=201)
             for alloc in allocs.values():
                 compares.append(alloc.guard())
                 puts.append((alloc.guard().key, alloc.encode()))

@@ -12,7 +12,7 @@ import yaml
 from pydantic_core import from_json
 from starlette.requests import Request
 
-from . import errors
+from . import dryrun, errors
 
 _YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
 
@@ -68,6 +68,9 @@ async def delete_options(request: Request, limit: int) -> dict[str, Any]:
         options["gracePeriodSeconds"] = int_param(query, "gracePeriodSeconds")
     if "propagationPolicy" in query:
         options["propagationPolicy"] = query["propagationPolicy"]
+    if "dryRun" in query:
+        options["dryRun"] = query.getlist("dryRun")
+    dryrun.from_options(options)  # "All" only, else 400; ``dryrun.from_options`` says if it is one
     grace = options.get("gracePeriodSeconds")
     if grace is not None and not isinstance(grace, int):
         raise errors.bad_request("gracePeriodSeconds must be an integer")

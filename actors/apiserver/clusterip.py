@@ -13,6 +13,9 @@ address that was meanwhile handed to another Service). A periodic repair pass (k
 missing (lost writes, restored backups) and frees keys that no Service owns, but only after the
 key was seen leaked, unchanged, on several passes (an admitted create whose object write is
 still in flight must not lose its address).
+
+A dry run (``request.dry_run``) reserves nothing: a requested address is still checked (in the
+range, not held by another Service: the same 422s), and one that was not asked for is left out.
 """
 
 from __future__ import annotations
@@ -134,11 +137,11 @@ class ClusterIPAllocator:
         meta = request.object.metadata
         owner = {"namespace": meta.namespace or "", "name": meta.name or "", "uid": meta.uid or ""}
         if request.operation == "CREATE":
-            await self._admit_create(spec, owner)
+            await self._admit_create(spec, owner, request.dry_run)
         elif request.operation == "UPDATE":
-            await self._admit_update(spec, getattr(request.old_object, "spec", None), owner)
+            await self._admit_update(spec, getattr(request.old_object, "spec", None), owner, request.dry_run)
 
-    async def _admit_create(self, spec: Any, owner: dict[str, str]) -> None:
+    async def _admit_create(self, spec: Any, owner: dict[str, str], dry_run: bool = False) -> None:
         if spec.type == "ExternalName":
             spec.cluster_ip, spec.cluster_ips = None, None
             return
@@ -148,11 +151,17 @@ class ClusterIPAllocator:
         requested = spec.cluster_ip or (spec.cluster_ips[0] if spec.cluster_ips else None)
         if requested:
             self._check_requested(requested)
-            if not await self.reserve(requested, owner):
+            if dry_run:  # only look: is it held by some Service?
+                free = await self.kv.get(self.key(requested)) is None
+            else:
+                free = await self.reserve(requested, owner)
+            if not free:
                 raise AdmissionDenied(
                     f'spec.clusterIP: Invalid value: "{requested}": provided IP is already allocated', invalid=True
                 )
             ip = requested
+        elif dry_run:
+            return  # nothing is allocated for a dry run: clusterIP stays as sent (empty)
         else:
             ip = await self.allocate(owner)
         spec.cluster_ip, spec.cluster_ips = ip, [ip]
@@ -171,7 +180,7 @@ class ClusterIPAllocator:
                 invalid=True,
             )
 
-    async def _admit_update(self, spec: Any, old: Any, owner: dict[str, str]) -> None:
+    async def _admit_update(self, spec: Any, old: Any, owner: dict[str, str], dry_run: bool = False) -> None:
         old_ip = old.cluster_ip if old is not None else None
         if old_ip and _needs_ip(spec) == _needs_ip(old):
             # Like kube's patchAllocatedValues: an update that leaves the field out keeps it.
@@ -190,7 +199,7 @@ class ClusterIPAllocator:
             spec.cluster_ip, spec.cluster_ips = None, None
             return
         if _needs_ip(spec) and not (old is not None and _needs_ip(old)):
-            await self._admit_create(spec, owner)  # ExternalName -> ClusterIP: a new address
+            await self._admit_create(spec, owner, dry_run)  # ExternalName -> ClusterIP: a new address
 
     # ---- release on delete, repair ----
 

@@ -39,7 +39,7 @@ from kray.crds.policy import (
 from kray.crds.registry import REGISTRY, KindInfo
 from kray.crds.validation import invalid, not_supported
 
-from . import errors
+from . import dryrun, errors
 from .admission import AdmissionRequest
 from .handlers import Handlers
 
@@ -91,10 +91,7 @@ def parse_eviction(namespace: str, name: str, body: dict[str, Any]) -> tuple[dic
                 f"deleteOptions.preconditions: {invalid(pre, 'must map uid/resourceVersion to strings')}"
             )
         options["preconditions"] = {k: v for k, v in pre.items() if v}
-    dry_run = raw.get("dryRun")
-    if dry_run is not None and (not isinstance(dry_run, list) or any(v != "All" for v in dry_run)):
-        raise errors.bad_request(f"deleteOptions.dryRun: {not_supported(dry_run, ['All'])}")
-    return options, bool(dry_run)
+    return options, dryrun.from_options(raw, "deleteOptions.dryRun")
 
 
 # ---- the decision (pure) ----
@@ -195,8 +192,11 @@ class Evictions:
         self.pod_info = registry.get("v1", "Pod")
         self.pdb_info = registry.get("policy/v1", "PodDisruptionBudget")
 
-    async def evict(self, namespace: str, name: str, body: dict[str, Any]) -> Status:
-        options, dry_run = parse_eviction(namespace, name, body)
+    async def evict(self, namespace: str, name: str, body: dict[str, Any], dry_run: bool = False) -> Status:
+        """``dry_run``: the request's ``?dryRun=All`` (kube's propagateDryRun: it counts as the
+        body's deleteOptions.dryRun); either makes the whole eviction a dry run."""
+        options, body_dry_run = parse_eviction(namespace, name, body)
+        dry_run = dry_run or body_dry_run
         pre = options.get("preconditions") or {}
         kv, key = self.store.kv, self.store.key(self.pod_info, namespace, name)
         for _ in range(_RETRIES):

@@ -7,6 +7,9 @@ specific resourceVersion (then it is a 409 Conflict, as in Kubernetes).
 
 The graceful-deletion rules (finalizers, pod grace periods, marking with deletionTimestamp)
 live in ``deletion``; ``delete`` here runs them inside its CAS loop.
+
+``dry_run`` (``?dryRun=All``, see ``dryrun``): every step up to the write runs (admission told
+it is a dry run), then the object that would have been stored or deleted is returned unwritten.
 """
 
 from __future__ import annotations
@@ -124,7 +127,9 @@ class Handlers:
 
     # ---- create ----
 
-    async def create(self, info: KindInfo, namespace: str | None, data: dict[str, Any]) -> Stored:
+    async def create(
+        self, info: KindInfo, namespace: str | None, data: dict[str, Any], dry_run: bool = False
+    ) -> Stored | Resource:
         check_type_meta(info, data)
         try:
             default_create(info, data, namespace, self.clock)
@@ -134,8 +139,12 @@ class Handlers:
         problem = crd.prepare(info, obj, self.clock())
         if problem:
             raise errors.invalid(info, obj.name, [("spec", problem, "FieldValueInvalid")])
-        request = AdmissionRequest("CREATE", info, obj.metadata.namespace, obj.name, obj)
+        request = AdmissionRequest("CREATE", info, obj.metadata.namespace, obj.name, obj, dry_run=dry_run)
         obj = await self._admit(request) or obj
+        if dry_run:  # the object unstored: no resourceVersion, as Kubernetes answers a dry-run create
+            if await self.store.kv.get(self.store.key(info, obj.metadata.namespace, obj.name)) is not None:
+                raise errors.already_exists(info, obj.name)
+            return obj
         try:
             created = Stored(info, *await self.store.create_encoded(info, obj))
         except StoreError as exc:
@@ -211,6 +220,7 @@ class Handlers:
         name: str,
         transform: Transform,
         subresource: str = "",
+        dry_run: bool = False,
     ) -> Stored | Resource:
         """Read, transform, write with CAS; retry on a lost race unless a resourceVersion was given."""
         for _ in range(_CAS_RETRIES):
@@ -235,9 +245,11 @@ class Handlers:
             if merged == old_data:  # nothing changed: no write, no new resourceVersion (as Kubernetes)
                 return Stored(info, value, revision, old)
             obj = self._validate(info, merged)
-            request = AdmissionRequest("UPDATE", info, namespace, name, obj, old, subresource)
+            request = AdmissionRequest("UPDATE", info, namespace, name, obj, old, subresource, dry_run=dry_run)
             obj = await self._admit(request) or obj
             obj.metadata.resource_version = old.metadata.resource_version
+            if dry_run:  # what would be stored, at the current resourceVersion (no new revision)
+                return obj
             try:
                 updated = Stored(info, *await self.store.update_encoded(info, obj))
             except RevisionConflictError:
@@ -253,7 +265,13 @@ class Handlers:
         raise errors.conflict(info, name)
 
     async def update(
-        self, info: KindInfo, namespace: str | None, name: str, data: dict[str, Any], subresource: str = ""
+        self,
+        info: KindInfo,
+        namespace: str | None,
+        name: str,
+        data: dict[str, Any],
+        subresource: str = "",
+        dry_run: bool = False,
     ) -> Stored | Resource:
         check_type_meta(info, data)
         meta = data.get("metadata") or {}
@@ -265,7 +283,7 @@ class Handlers:
             raise errors.bad_request(
                 "the namespace of the provided object does not match the namespace sent on the request"
             )
-        return await self.guaranteed_update(info, namespace, name, lambda _old: data, subresource)
+        return await self.guaranteed_update(info, namespace, name, lambda _old: data, subresource, dry_run)
 
     async def patch(
         self,
@@ -275,6 +293,7 @@ class Handlers:
         content_type: str,
         patch: Any,
         subresource: str = "",
+        dry_run: bool = False,
     ) -> Stored | Resource:
         def transform(old: dict[str, Any]) -> dict[str, Any]:
             try:
@@ -291,7 +310,7 @@ class Handlers:
                 raise errors.bad_request("a patch may not change metadata.name")
             return result
 
-        return await self.guaranteed_update(info, namespace, name, transform, subresource)
+        return await self.guaranteed_update(info, namespace, name, transform, subresource, dry_run)
 
     # ---- delete ----
 
@@ -308,8 +327,11 @@ class Handlers:
         """The grace period a DELETE gets (eviction uses it too); see ``deletion.pod_grace_seconds``."""
         return pod_grace_seconds(info, data, requested, self.graceful_pod_deletion)
 
-    async def delete(self, info: KindInfo, namespace: str | None, name: str, options: dict[str, Any]) -> Resource:
-        """Delete, or mark for deletion (finalizers, graceful pods, namespaces); returns the object."""
+    async def delete(
+        self, info: KindInfo, namespace: str | None, name: str, options: dict[str, Any], dry_run: bool = False
+    ) -> Resource:
+        """Delete, or mark for deletion (finalizers, graceful pods, namespaces); returns the object
+        (a dry run: as it would be after the call, left in the store unchanged)."""
         pre = options.get("preconditions") or {}
         grace_opt = options.get("gracePeriodSeconds")
         policy = options.get("propagationPolicy")
@@ -325,7 +347,8 @@ class Handlers:
                     f"ResourceVersion in object meta: {meta.resource_version}"
                 )
                 raise errors.conflict(info, name, why)
-            await self._admit(AdmissionRequest("DELETE", info, namespace, name, None, current, options=options))
+            request = AdmissionRequest("DELETE", info, namespace, name, None, current, options=options, dry_run=dry_run)
+            await self._admit(request)
             data = current.to_dict()
             finalizers = list(meta.finalizers or [])
             # Like Kubernetes, non-background propagation is carried out by the garbage
@@ -336,6 +359,8 @@ class Handlers:
             grace = self._grace_seconds(info, data, grace_opt)
             data.setdefault("metadata", {})["finalizers"] = finalizers or None
             if not pending_finalizers(info, data) and grace == 0:
+                if dry_run:
+                    return current
                 try:
                     return await self._delete_now(info, namespace, name, meta.resource_version)
                 except errors.ApiError as exc:
@@ -345,6 +370,8 @@ class Handlers:
             marked = self._mark_deleting(info, data, current, grace)
             if marked is None:
                 return current  # already being deleted: nothing more to do until finalizers go
+            if dry_run:
+                return marked
             try:
                 updated = await self.store.update(info, marked)
             except RevisionConflictError:

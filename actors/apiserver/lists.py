@@ -20,6 +20,8 @@ from kray.crds.meta import Resource
 from kray.crds.registry import KindInfo
 from kray.crds.selectors import FieldSelector, Selector, parse_field_selector, parse_label_selector
 
+from . import errors
+
 _META = b'"metadata":{'
 
 
@@ -97,3 +99,15 @@ def list_body(info: KindInfo, items: list[bytes], revision: int) -> bytes:
 
 def event_line(event_type: str, obj: bytes) -> bytes:
     return b'{"type":"%s","object":%s}\n' % (event_type.encode(), obj)
+
+
+def query_filter(query: Any, field_name: str | None = None) -> Filter | None:
+    """The labelSelector/fieldSelector of a request's query; a malformed one is a 400."""
+    field_selector = query.get("fieldSelector")
+    if field_name is not None:  # /watch/.../<name> watches one object
+        term = f"metadata.name={field_name}"
+        field_selector = f"{field_selector},{term}" if field_selector else term
+    try:
+        return parse_filter(query.get("labelSelector"), field_selector)
+    except ValueError as exc:
+        raise errors.bad_request(str(exc)) from None

@@ -8,6 +8,8 @@ does not claim (discovery, logs, probes, odd paths) still goes through the Starl
 
 from __future__ import annotations
 
+from starlette.types import ASGIApp, Receive, Scope, Send
+
 from kray.crds.registry import KindInfo, Registry, UnknownKindError
 
 from . import errors
@@ -90,3 +92,15 @@ def resolve(registry: Registry, group: str, version: str, rest: str) -> Target:
     ):
         raise errors.resource_not_found()
     return Target(info, namespace, name, sub, watch)
+
+
+def strip_trailing_slash(app: ASGIApp) -> ASGIApp:
+    """``/version/`` is ``/version`` (the Python client asks for it), without a redirect."""
+
+    async def normalized(scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and len(path) > 1 and path.endswith("/"):
+            scope = dict(scope, path=path.rstrip("/") or "/")
+        await app(scope, receive, send)
+
+    return normalized

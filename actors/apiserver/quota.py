@@ -23,6 +23,8 @@ already taken, etcd unavailable, or a later quota refusing after an earlier one 
 stays in status.used until the resourcequota controller recomputes usage from the live objects
 (on the next event in the namespace or its periodic resync). It errs towards refusing, never
 towards overcommitting.
+
+A dry run (``request.dry_run``) is decided the same way (the same 403s) and charges nothing.
 """
 
 from __future__ import annotations
@@ -159,7 +161,7 @@ class ResourceQuotaAdmission:
         except UnknownKindError:
             return
         has_quotas = await self._has_quotas(quota_info, request.namespace)
-        if info.group == "" and info.kind == ResourceQuota.KIND:
+        if info.group == "" and info.kind == ResourceQuota.KIND and not request.dry_run:
             self._added[request.namespace] = time.monotonic()  # applies to the very next create
             self._with_quotas.add(request.namespace)
         if not has_quotas:
@@ -174,6 +176,8 @@ class ResourceQuotaAdmission:
                 charges = evaluate(info.group, info.plural, request.name, obj, quotas, self._clock())
             except QuotaDenied as exc:
                 raise AdmissionDenied(exc.message) from None
+            if request.dry_run:
+                return  # decided as for the real create; the charge is not made
             lost = False
             for quota, used in charges:
                 updated = quota.model_copy(deep=True)

@@ -4,8 +4,8 @@
 exited; ALREADY_EXISTS/NOT_FOUND like the real service); tests end a container with
 ``exit(cid, code, reason)`` and script ExecSync answers with ``exec_handler``. Images are either
 imported (``images``: pinned, nothing to pull them from) or served by a fake remote ``registry``
-(with ``registry_auth`` credentials) and, once pulled, kept in ``pulled``. ``FakeDevices``,
-the device manager, lives in fakedevices.py and is re-exported here.
+(with ``registry_auth`` credentials) and, once pulled, kept in ``pulled`` (fakeimages.py).
+``FakeDevices``, the device manager, lives in fakedevices.py and is re-exported here.
 """
 
 from __future__ import annotations
@@ -22,12 +22,9 @@ from kray.runtime.cri import api_pb2 as pb
 from kray.runtime.cri import portforward_pb2 as pfpb
 
 from .fakedevices import FakeDevices
+from .fakeimages import FakeImages, rpc_error
 
 __all__ = ["FakeCri", "FakeDevices", "rpc_error"]
-
-
-def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=details)
 
 
 @dataclass
@@ -54,18 +51,11 @@ class _Container:
     reason: str = ""
 
 
-@dataclass
-class FakeCri:
+@dataclass(kw_only=True)
+class FakeCri(FakeImages):
     """Times come from ``now_ns`` (tie it to a FakeClock for deterministic back-off)."""
 
     now_ns: Callable[[], int]
-    images: set[str] = field(default_factory=lambda: {"busybox"})  # imported: reported pinned
-    # A fake remote registry: image -> the manifest digest it serves, and the (username, password)
-    # an image needs (others pull anonymously). A pull puts the image in `pulled` (not pinned).
-    registry: dict[str, str] = field(default_factory=dict)
-    registry_auth: dict[str, tuple[str, str]] = field(default_factory=dict)
-    pulled: dict[str, str] = field(default_factory=dict)  # image -> digest
-    pull_auths: list[tuple[str, str]] = field(default_factory=list)  # (image, username or "") per PullImage
     pod_ip: str | None = None  # fixed IP for every sandbox (probe tests); else 10.88.0.N
     log_root: str = "/nonexistent/logs"
     stop_exit_code: int = 143  # what a SIGTERM'd process exits with
@@ -351,33 +341,3 @@ class FakeCri:
             nxt = await anext(requests, None)
             if nxt is not None:
                 pending.append(nxt)
-
-    # --- images -------------------------------------------------------------------------------
-    async def image_status(self, image: str, verbose: bool = False) -> pb.ImageStatusResponse:
-        if image in self.pulled:
-            name = image.partition("@")[0]
-            name = name.rpartition(":")[0] if ":" in name.rpartition("/")[2] else name  # no tag
-            pulled = pb.Image(
-                id=f"sha256:{image}", repo_tags=[image], repo_digests=[f"{name}@{self.pulled[image]}"], size=1000
-            )
-            return pb.ImageStatusResponse(image=pulled)
-        if image not in self.images:
-            return pb.ImageStatusResponse()
-        # The fake's images stand for imports (nothing to pull them from): pinned, as the runtime says.
-        return pb.ImageStatusResponse(image=pb.Image(id=f"sha256:{image}", repo_tags=[image], pinned=True))
-
-    async def pull_image(
-        self, image: str, sandbox_config: pb.PodSandboxConfig | None = None, auth: pb.AuthConfig | None = None
-    ) -> str:
-        self.calls.append(("PullImage", image))
-        self.pull_auths.append((image, auth.username if auth else ""))
-        if image in self.registry:
-            need = self.registry_auth.get(image)
-            if need is not None and (auth is None or (auth.username, auth.password) != need):
-                why = "refused the credentials" if auth else "asks for a user and password"
-                raise rpc_error(grpc.StatusCode.UNAUTHENTICATED, f"{image}: the registry {why}")
-            self.pulled[image] = self.registry[image]
-            return f"sha256:{image}"
-        if image not in self.images:
-            raise rpc_error(grpc.StatusCode.NOT_FOUND, f"image {image!r} not found in the local store")
-        return f"sha256:{image}"

@@ -21,11 +21,12 @@ from typing import Any
 
 from kray.actors.framework.ports import Clock, SystemClock
 from kray.client.errors import Conflict, NotFound
-from kray.crds import Pod
+from kray.crds import Node, Pod
 from kray.crds.quantity import Quantity, add_resources
 
 from . import podstatus
 from .events import PodEvents
+from .imagegc import GCPolicy, ImageGC
 from .nodestatus import NodeStatusManager
 from .podsync import PodSyncer
 from .ports import ApiPort, CriPort, DevicePort, KubeletConfig, VolumePort
@@ -57,6 +58,12 @@ class Kubelet:
             node_name, api, cri, volumes, devices, self.probes, self.clock, self.config, self.events
         )
         self.syncer.host_ip = self.node.node_ip
+        policy = GCPolicy(
+            self.config.image_gc_high_threshold_percent,
+            self.config.image_gc_low_threshold_percent,
+            self.config.image_minimum_gc_age,
+        )
+        self.image_gc = ImageGC(cri, self.clock, policy, self._node_warning)
         self.pods: dict[str, Pod] = {}  # uid -> newest object seen
         self.admitted: set[str] = set()
         self.listed = False  # orphan cleanup only after a complete list
@@ -296,6 +303,10 @@ class Kubelet:
         self.replace_pods(items)
         return str(result.resource_version)
 
+    async def _node_warning(self, reason: str, message: str) -> None:
+        node = Node.model_validate({"metadata": {"name": self.node_name, "uid": self.node_name}})
+        await self.events.recorder.event(node, "Warning", reason, message)
+
     async def _guard(self, name: str, fn: Callable[[], Awaitable[Any]]) -> None:
         try:
             await fn()
@@ -320,6 +331,7 @@ class Kubelet:
             asyncio.create_task(self._every("node", 1.0, self.node.tick)),
             asyncio.create_task(self._watch_pods()),
             asyncio.create_task(self._every("housekeeping", self.config.tick, self.housekeeping)),
+            asyncio.create_task(self._every("imagegc", self.config.image_gc_period, self.image_gc.step)),
             asyncio.create_task(self.events.run()),
         ]
         try:

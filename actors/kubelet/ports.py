@@ -77,6 +77,12 @@ class CriPort(Protocol):
 
     async def image_status(self, image: str, verbose: bool = False) -> pb.ImageStatusResponse: ...
 
+    async def list_images(self, image: str = "") -> list[pb.Image]: ...
+
+    async def remove_image(self, image: str) -> None: ...
+
+    async def image_fs_info(self) -> pb.ImageFsInfoResponse: ...
+
     async def pull_image(
         self, image: str, sandbox_config: pb.PodSandboxConfig | None = None, auth: pb.AuthConfig | None = None
     ) -> str: ...
@@ -210,4 +216,9 @@ class KubeletConfig:
     # empty: they get the node's own resolv.conf, as with dnsPolicy Default.
     cluster_dns: list[str] = field(default_factory=list)
     cluster_domain: str = "cluster.local"
+    # Image GC (Kubernetes' imageGCHighThresholdPercent, imageGCLowThresholdPercent, imageMinimumGCAge).
+    image_gc_high_threshold_percent: int = 85
+    image_gc_low_threshold_percent: int = 80
+    image_minimum_gc_age: float = 120.0
+    image_gc_period: float = 300.0
     event_queue_size: int = 1000  # Pod Events waiting for the API server; more are dropped (counted)

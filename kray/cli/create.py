@@ -1,7 +1,8 @@
 """``kray create namespace|secret|configmap``: kubectl's imperative generators.
 
 Each builds the whole object from its flags first (reading every file, checking every key), so
-bad input writes nothing; then it creates it, or with ``--dry-run=client`` only prints it.
+bad input writes nothing; then it creates it, or with ``--dry-run=client`` only prints it
+(``--dry-run=server``: the server checks and admits it, answers, and stores nothing).
 Keys, file sources, env files and the docker config JSON follow kubectl byte for byte.
 """
 
@@ -203,10 +204,9 @@ class Target:
     output: str | None
 
     def submit(self, obj: Obj, plural: str, namespaced: bool = True) -> None:
-        """Create ``obj`` (core/v1) and print as kubectl does; a client dry run only prints."""
+        """Create ``obj`` (core/v1) and print as kubectl does; a client dry run only prints, a
+        server dry run (``?dryRun=All``) is checked and answered by the server, which stores nothing."""
         label = f"{obj['kind'].lower()}/{obj['metadata']['name']}"
-        if self.dry_run == "server":
-            raise CliError("--dry-run=server is not supported: the kray API server has no dry-run mode (use client)")
         if self.dry_run == "client":
             if namespaced and self.namespace:
                 obj["metadata"]["namespace"] = self.namespace
@@ -220,13 +220,13 @@ class Target:
             if namespaced:
                 obj["metadata"]["namespace"] = self.namespace or client.namespace
             try:
-                created = client.create_raw(obj, ref)
+                created = client.create_raw(obj, ref, dry_run=self.dry_run == "server")
             except ApiError as exc:
                 if exc.status == 401:
                     raise  # the shared "Unauthorized: ..." line
                 click.echo(f"Error from server ({exc.reason}): {exc.message}", err=True)
                 raise click.exceptions.Exit(1) from None
-        self._print(created, label, "")
+        self._print(created, label, " (server dry run)" if self.dry_run == "server" else "")
 
     def _print(self, obj: Obj, label: str, note: str) -> None:
         from . import printers

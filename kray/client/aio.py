@@ -159,10 +159,13 @@ class AsyncClient(ClientBase):
         ns = None if all_namespaces else ops.namespace_for(r, namespace, self.namespace)
         return await self.request(ops.as_table(ops.list_request(r, ns, label_selector, field_selector)))
 
-    async def create_raw(self, obj: Raw, ref: RefArg | None = None, namespace: str | None = None) -> Raw:
+    async def create_raw(
+        self, obj: Raw, ref: RefArg | None = None, namespace: str | None = None, *, dry_run: bool = False
+    ) -> Raw:
+        """POST ``obj``; ``dry_run``: the server admits it and answers what it would store, storing nothing."""
         r = await self._ref_for_obj(obj, ref)
         ns = ops.namespace_for(r, namespace or ops.obj_namespace(obj), self.namespace)
-        return await self.request(ops.create_request(r, obj, ns))
+        return await self.request(ops.create_request(r, obj, ns, dry_run))
 
     async def update_raw(self, obj: Raw, ref: RefArg | None = None, subresource: str | None = None) -> Raw:
         r = await self._ref_for_obj(obj, ref)

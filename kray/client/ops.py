@@ -100,8 +100,8 @@ def list_request(
     return Request("GET", ref.path(namespace), params)
 
 
-def create_request(ref: ResourceRef, obj: dict[str, Any], namespace: str | None) -> Request:
-    return Request("POST", ref.path(namespace), body=obj)
+def create_request(ref: ResourceRef, obj: dict[str, Any], namespace: str | None, dry_run: bool = False) -> Request:
+    return Request("POST", ref.path(namespace), {"dryRun": "All"} if dry_run else {}, body=obj)
 
 
 def update_request(

@@ -148,6 +148,9 @@ class RuntimeClient:
         resp = await self.image.PullImage(req, timeout=None)
         return str(resp.image_ref)
 
+    async def image_fs_info(self) -> pb.ImageFsInfoResponse:
+        return await self.image.ImageFsInfo(pb.ImageFsInfoRequest(), timeout=self.timeout)
+
     async def remove_image(self, image: str) -> None:
         await self.image.RemoveImage(pb.RemoveImageRequest(image=pb.ImageSpec(image=image)), timeout=self.timeout)
 

@@ -331,7 +331,19 @@ class ImageServicer(pbg.ImageServiceServicer):
             for other in self.node.images.list_images():
                 if other.config_digest == info.config_digest:
                     self.node.images.remove_image(other.name)
+            self.node.images.prune()  # what failed pulls left: blobs and caches no image names
         return pb.RemoveImageResponse()
+
+    @rpc
+    def ImageFsInfo(self, request: pb.ImageFsInfoRequest, context: Any) -> pb.ImageFsInfoResponse:
+        used, inodes = self.node.images.usage()
+        usage = pb.FilesystemUsage(
+            timestamp=time.time_ns(),
+            fs_id=pb.FilesystemIdentifier(mountpoint=str(self.node.images.root)),
+            used_bytes=pb.UInt64Value(value=used),
+            inodes_used=pb.UInt64Value(value=inodes),
+        )
+        return pb.ImageFsInfoResponse(image_filesystems=[usage])
 
 
 def serve(node: NodeRuntime, socket_path: Path | str, max_workers: int = 64) -> grpc.Server:

@@ -73,6 +73,7 @@ from .service import (
     ServiceSpec,
     ServiceStatus,
 )
+from .storage import PersistentVolume, PersistentVolumeClaim, StorageClass
 from .volume import (
     ConfigMapVolumeSource,
     EmptyDirVolumeSource,
@@ -139,6 +140,8 @@ __all__ = [
     "NodeSystemInfo",
     "ObjectFieldSelector",
     "ObjectReference",
+    "PersistentVolume",
+    "PersistentVolumeClaim",
     "PersistentVolumeClaimVolumeSource",
     "Pod",
     "PodAffinity",
@@ -156,6 +159,7 @@ __all__ = [
     "ResourceFieldSelector",
     "ResourceRequirements",
     "Secret",
+    "StorageClass",
     "SecretVolumeSource",
     "SecurityContext",
     "Service",

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -22,6 +23,8 @@ from kray.runtime.cri import api_pb2 as pb
 from kray.runtime.cri import api_pb2_grpc as pbg
 from kray.runtime.cri import portforward_pb2 as pfpb
 from kray.runtime.cri import portforward_pb2_grpc as pfgrpc
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 120.0
 
@@ -40,7 +43,9 @@ class RuntimeClient:
     ) -> AsyncGenerator[pfpb.PortForwardResponse, None]:
         """Bytes from a port inside a pod; ``requests`` opens with the sandbox and port, then
         carries bytes to it. No deadline. Closing this iterator cancels the RPC and the connection."""
-        async for response in _bidi(self.port_forwarder.PortForwardStream(), requests):
+        # A connection that never reached the runtime is opened again: connecting twice is harmless
+        # (an exec is not retried: its command might have run).
+        async for response in _bidi(self.port_forwarder.PortForwardStream, requests, retry_unsent=True):
             yield response
 
     async def close(self) -> None:
@@ -127,7 +132,7 @@ class RuntimeClient:
         (and with ``tty``, terminal resizes). No deadline: it lasts as long as the command.
         Closing this iterator cancels the RPC, and the runtime ends the command (with a
         terminal: hangs it up)."""
-        async for response in _bidi(self.runtime.ExecStream(), requests):
+        async for response in _bidi(self.runtime.ExecStream, requests):
             yield response
 
     # images -----------------------------------------------------------------------------------
@@ -155,7 +160,14 @@ class RuntimeClient:
         await self.image.RemoveImage(pb.RemoveImageRequest(image=pb.ImageSpec(image=image)), timeout=self.timeout)
 
 
-async def _bidi(call: Any, requests: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
+def _unsent(exc: grpc.aio.AioRpcError) -> bool:
+    """gRPC's asyncio client failed to send a message itself (the call never got it out)."""
+    return exc.code() == grpc.StatusCode.INTERNAL and "execute_batch" in (exc.debug_error_string() or "")
+
+
+async def _bidi(
+    start: Callable[[], Any], requests: AsyncIterator[Any], retry_unsent: bool = False
+) -> AsyncGenerator[Any, None]:
     """Responses of a bidirectional call whose server answers the first request with an empty
     message once it accepted it (a handshake), while later ``requests`` are written on the side.
 
@@ -165,7 +177,6 @@ async def _bidi(call: Any, requests: AsyncIterator[Any]) -> AsyncGenerator[Any, 
     UNAVAILABLE...) always arrives as itself. Closing this generator cancels the call."""
     first = await anext(requests, None)
     if first is None:
-        call.cancel()
         return
 
     async def write_rest() -> None:
@@ -177,9 +188,20 @@ async def _bidi(call: Any, requests: AsyncIterator[Any]) -> AsyncGenerator[Any, 
             pass  # the call is over: its status reaches the reader
 
     writer: asyncio.Task[None] | None = None
+    call = start()
     try:
-        await call.write(first)
-        if await call.read() is grpc.aio.EOF:  # the handshake (raises the refusal, if any)
+        try:
+            await call.write(first)
+            handshake = await call.read()  # raises the refusal, if any
+        except grpc.aio.AioRpcError as exc:
+            if not (retry_unsent and _unsent(exc)):
+                raise
+            log.warning("bidirectional call failed before it was sent (%s); opening it again", exc.details())
+            call.cancel()
+            call = start()
+            await call.write(first)
+            handshake = await call.read()
+        if handshake is grpc.aio.EOF:
             return
         writer = asyncio.create_task(write_rest())
         while (response := await call.read()) is not grpc.aio.EOF:

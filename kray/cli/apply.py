@@ -116,12 +116,27 @@ def plan(client: Client, manifests: list[Manifest], namespace: str | None, need_
     return planned
 
 
-def _run(files: tuple[str, ...], recursive: bool, namespace: str | None, create_only: bool) -> None:
+def _client_dry_run(client: Client, p: Planned) -> str:
+    """What `apply` would do, found by reading only (kubectl's --dry-run=client)."""
+    from kray.client import NotFound
+    from kray.client.ops import merge_for_apply
+
+    try:
+        live = client.get_raw(p.ref, p.manifest.name, p.manifest.obj["metadata"].get("namespace"))
+    except NotFound:
+        return "created"
+    return "unchanged" if merge_for_apply(live, p.manifest.obj) is None else "configured"
+
+
+def _run(
+    files: tuple[str, ...], recursive: bool, namespace: str | None, create_only: bool, dry_run: str = "none"
+) -> None:
     from kray.client import ApiError
 
     from .common import make_client
 
     manifests = load_manifests(list(files), recursive)
+    suffix = {"none": "", "client": " (dry run)", "server": " (server dry run)"}[dry_run]
     with make_client() as client:
         planned = plan(client, manifests, namespace, need_name=not create_only)
         failures = []
@@ -131,9 +146,11 @@ def _run(files: tuple[str, ...], recursive: bool, namespace: str | None, create_
                     created = client.create_raw(p.manifest.obj, p.ref)
                     name = (created.get("metadata") or {}).get("name") or p.manifest.name
                     click.echo(f"{p.ref.kind_name}/{name} created")
+                elif dry_run == "client":
+                    click.echo(f"{p.label} {_client_dry_run(client, p)}{suffix}")
                 else:
-                    result = client.apply_raw(p.manifest.obj, p.ref)
-                    click.echo(f"{p.label} {result.action}")
+                    result = client.apply_raw(p.manifest.obj, p.ref, dry_run=dry_run == "server")
+                    click.echo(f"{p.label} {result.action}{suffix}")
             except ApiError as exc:
                 # The server disagreed (a check only it can make): report, go on with the rest.
                 failures.append(f"{p.manifest.where}: {exc.message}")
@@ -154,9 +171,15 @@ _namespace = click.option("-n", "--namespace", help="Namespace for objects that 
 @_files
 @_recursive
 @_namespace
-def apply_cmd(files: tuple[str, ...], recursive: bool, namespace: str | None) -> None:
+@click.option(
+    "--dry-run",
+    type=click.Choice(["none", "client", "server"]),
+    default="none",
+    help="client: say what would change, reading only; server: the server admits everything and stores nothing.",
+)
+def apply_cmd(files: tuple[str, ...], recursive: bool, namespace: str | None, dry_run: str) -> None:
     """Create objects, or update them to match the manifests."""
-    _run(files, recursive, namespace, create_only=False)
+    _run(files, recursive, namespace, create_only=False, dry_run=dry_run)
 
 
 class _CreateGroup(click.Group):

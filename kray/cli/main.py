@@ -16,6 +16,7 @@ import click
 # name -> "module:attribute". Cluster lifecycle lives in kray.cli.cluster (imports Ray lazily).
 COMMANDS: dict[str, str] = {
     "apply": "kray.cli.apply:apply_cmd",
+    "diff": "kray.cli.diff:diff_cmd",
     "create": "kray.cli.apply:create_cmd",
     "get": "kray.cli.get:get_cmd",
     "describe": "kray.cli.describe:describe_cmd",

@@ -245,14 +245,17 @@ class AsyncClient(ClientBase):
         )
         return self._stream(req, timeout_seconds)
 
-    async def apply_raw(self, obj: Raw, ref: RefArg | None = None, retries: int = 3) -> ApplyResult[Raw]:
-        """Create, or merge the manifest over the live object (see ``ops.merge_for_apply``)."""
+    async def apply_raw(
+        self, obj: Raw, ref: RefArg | None = None, retries: int = 3, *, dry_run: bool = False
+    ) -> ApplyResult[Raw]:
+        """Create, or merge the manifest over the live object (see ``ops.merge_for_apply``);
+        ``dry_run``: the server answers what it would store, storing nothing."""
         r = await self._ref_for_obj(obj, ref)
         name = (obj.get("metadata") or {}).get("name", "")
         ns = ops.namespace_for(r, ops.obj_namespace(obj), self.namespace)
         for attempt in range(retries + 1):
             try:
-                return ApplyResult(await self.request(ops.create_request(r, obj, ns)), "created")
+                return ApplyResult(await self.request(ops.create_request(r, obj, ns, dry_run)), "created")
             except AlreadyExists:
                 pass
             live = await self.request(ops.get_request(r, name, ns))
@@ -260,7 +263,7 @@ class AsyncClient(ClientBase):
             if merged is None:
                 return ApplyResult(live, "unchanged")
             try:
-                return ApplyResult(await self.request(ops.update_request(r, merged, ns)), "configured")
+                return ApplyResult(await self.request(ops.update_request(r, merged, ns, dry_run=dry_run)), "configured")
             except (Conflict, NotFound):
                 # Someone changed (or deleted) it between our GET and PUT: start over.
                 if attempt == retries:

@@ -105,12 +105,12 @@ def create_request(ref: ResourceRef, obj: dict[str, Any], namespace: str | None,
 
 
 def update_request(
-    ref: ResourceRef, obj: dict[str, Any], namespace: str | None, subresource: str | None = None
+    ref: ResourceRef, obj: dict[str, Any], namespace: str | None, subresource: str | None = None, dry_run: bool = False
 ) -> Request:
     name = (obj.get("metadata") or {}).get("name")
     if not name:
         raise KrayClientError("update needs metadata.name")
-    return Request("PUT", ref.path(namespace, name, subresource), body=obj)
+    return Request("PUT", ref.path(namespace, name, subresource), {"dryRun": "All"} if dry_run else {}, body=obj)
 
 
 def patch_request(

@@ -177,6 +177,8 @@ def deploy_control_plane(opts: UpOptions, state: LocalState, token: str, log: An
         )
         config = KrayConfig(server=url, token=token)
         cp.deploy_controllers(config, opts.timeout, log, {"node-ipam": {"cluster_cidr": opts.cluster_cidr}})
+        if cp.ensure_default_storage_class(config):
+            log("created the default StorageClass local-path (node-local volumes)")
         cp.deploy_schedulers(
             config, opts.scheduler_shards, state.etcd_endpoint, opts.timeout, log, opts.scheduler_config
         )

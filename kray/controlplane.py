@@ -41,6 +41,7 @@ BUILTIN_CONTROLLERS = {
     "podgroup": "kray.actors.controllers.podgroup:setup",
     "disruption": "kray.actors.controllers.disruption:setup",
     "resourcequota": "kray.actors.controllers.resourcequota:setup",
+    "persistentvolume": "kray.actors.controllers.persistentvolume:setup",
 }
 Log = Callable[[str], None]
 
@@ -177,6 +178,32 @@ def deploy_local_node(config: KrayConfig, node: NodeOptions, timeout: float, log
 def pod_gateway(pod_cidr: str) -> str:
     """The pod bridge's address (the first host of the podCIDR), where the node's DNS listens."""
     return str(next(ipaddress.ip_network(pod_cidr, strict=False).hosts()))
+
+
+def ensure_default_storage_class(config: KrayConfig) -> bool:
+    """The `local-path` StorageClass, default for claims that name none (as k3s ships one):
+    node-local directories made for a claim on the node its first pod lands on. Created only
+    where no StorageClass exists, so an admin's own classes are never joined by a second
+    default. True when created now."""
+    from kray.crds.core.storage import ANN_DEFAULT_CLASS, LOCAL_PATH_PROVISIONER
+
+    body = {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {"name": "local-path", "annotations": {ANN_DEFAULT_CLASS: "true"}},
+        "provisioner": LOCAL_PATH_PROVISIONER,
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "WaitForFirstConsumer",
+    }
+    url = f"{config.server}/apis/storage.k8s.io/v1/storageclasses"
+    with httpx.Client(headers={"Authorization": f"Bearer {config.token}"}, timeout=10.0) as http:
+        if http.get(f"{url}?limit=1").json().get("items"):
+            return False  # a class exists (ours or the admin's): do not add a second default
+        created = http.post(url, json=body)
+        if created.status_code == 409:
+            return False
+        created.raise_for_status()
+    return True
 
 
 def register_local_node(config: KrayConfig, name: str, node_id: str, node: NodeOptions, timeout: float) -> str:

@@ -33,6 +33,7 @@ def controller_manager(manager: Manager) -> None:
         namespace,
         nodeipam,
         nodelifecycle,
+        persistentvolume,
         podgroup,
         resourcequota,
         trainingjob,
@@ -49,6 +50,7 @@ def controller_manager(manager: Manager) -> None:
     podgroup.setup(manager)
     disruption.setup(manager)
     resourcequota.setup(manager)
+    persistentvolume.setup(manager)
 
 
 __all__ = ["build_all", "controller_manager"]

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from kray.crds import ConfigMap, Pod, Secret, Service
+from kray.crds import ConfigMap, Node, Pod, Secret, Service
 from kray.crds.core.container import Container
+from kray.crds.core.storage import PersistentVolume, PersistentVolumeClaim
 from kray.crds.quantity import Quantity
 
 from .ports import ApiPort
@@ -83,6 +84,9 @@ class EnvContext:
     pod_ip: str = ""
     host_ip: str = ""
     allocatable: dict[str, Quantity] = field(default_factory=dict)
+    # Pod volumes that must be mounted read-only whatever the volumeMount says (a claim's
+    # readOnly, a ReadOnlyMany PV); volume_for fills it in.
+    read_only: set[str] = field(default_factory=set)
     _objects: dict[tuple[str, str], Any] = field(default_factory=dict)
 
     async def _get(self, kind: Any, name: str) -> Any:
@@ -91,10 +95,22 @@ class EnvContext:
         key = (kind.KIND, name)
         if key not in self._objects:
             try:
-                self._objects[key] = await self.api.get(kind, name, self.pod.metadata.namespace)
+                ns = self.pod.metadata.namespace if kind.NAMESPACED else None
+                self._objects[key] = await self.api.get(kind, name, ns)
             except NotFound:
                 self._objects[key] = None
         return self._objects[key]
+
+    async def claim(self, name: str) -> PersistentVolumeClaim | None:
+        """The pod's PersistentVolumeClaim `name` (its namespace), None when there is none."""
+        return await self._get(PersistentVolumeClaim, name)  # type: ignore[no-any-return]
+
+    async def persistent_volume(self, name: str) -> PersistentVolume | None:
+        return await self._get(PersistentVolume, name)  # type: ignore[no-any-return]
+
+    async def node(self) -> Node | None:
+        """The pod's node (its labels decide a PV's node affinity)."""
+        return await self._get(Node, self.pod.spec.node_name or "")  # type: ignore[no-any-return]
 
     async def config_map(self, name: str, optional: bool) -> dict[str, str] | None:
         cm = await self._get(ConfigMap, name)

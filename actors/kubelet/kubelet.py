@@ -27,6 +27,7 @@ from kray.crds.quantity import Quantity, add_resources
 from . import podstatus
 from .events import PodEvents
 from .imagegc import GCPolicy, ImageGC
+from .localvolumes import RECLAIM_PERIOD, LocalVolumeReclaimer
 from .nodestatus import NodeStatusManager
 from .podsync import PodSyncer
 from .ports import ApiPort, CriPort, DevicePort, KubeletConfig, VolumePort
@@ -64,6 +65,12 @@ class Kubelet:
             self.config.image_minimum_gc_age,
         )
         self.image_gc = ImageGC(cri, self.clock, policy, self._node_warning)
+        configs = self.syncer.configs
+        configs.on_mount_failed = lambda pod, msg: self.events.warning(pod, "FailedMount", msg)
+        published = lambda: [p for vols in configs.published.values() for p in vols.values()]  # noqa: E731
+        self.local_volumes = LocalVolumeReclaimer(
+            node_name, api, cri, lambda: list(self.pods.values()), published, self.events.recorder
+        )
         self.pods: dict[str, Pod] = {}  # uid -> newest object seen
         self.admitted: set[str] = set()
         self.listed = False  # orphan cleanup only after a complete list
@@ -332,6 +339,7 @@ class Kubelet:
             asyncio.create_task(self._watch_pods()),
             asyncio.create_task(self._every("housekeeping", self.config.tick, self.housekeeping)),
             asyncio.create_task(self._every("imagegc", self.config.image_gc_period, self.image_gc.step)),
+            asyncio.create_task(self._every("localvolumes", RECLAIM_PERIOD, self.local_volumes.step)),
             asyncio.create_task(self.events.run()),
         ]
         try:

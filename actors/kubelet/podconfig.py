@@ -15,6 +15,7 @@ from kray.crds import Pod
 from kray.crds.core.container import Container
 from kray.deviceplugins.hints import GPU_RESOURCE, requested_devices
 from kray.runtime.cri import api_pb2 as pb
+from kray.runtime.volumes import VolumeError
 
 from .dns import pod_dns_config
 from .envvars import ContainerConfigError, EnvContext, build_env, command_line
@@ -37,6 +38,10 @@ class PodConfigs:
     def __init__(self, api: ApiPort, volumes: VolumePort, devices: DevicePort | None, config: KubeletConfig) -> None:
         self.api, self.volumes, self.devices, self.config = api, volumes, devices, config
         self.published: dict[str, dict[str, str]] = {}  # uid -> volume name -> host path
+        self.read_only: dict[str, set[str]] = {}  # uid -> volumes every mount of is read-only
+        self.mount_errors: dict[str, dict[str, str]] = {}  # uid -> volume name -> why not published
+        # Kubernetes' FailedMount event (the kubelet wires it to its event queue).
+        self.on_mount_failed: Callable[[Pod, str], None] = lambda pod, message: None
         self.host_ip = ""
         self.allocatable: dict[str, Any] = {}
         # The resource kray.io/gpu-devices names devices of: the node's NodeDevices spec.driver,
@@ -76,11 +81,15 @@ class PodConfigs:
     ) -> pb.ContainerConfig:
         md = pod.metadata
         uid = md.uid or ""
+        failed = self.mount_errors.get(uid)
+        if failed:  # as the kubelet: no container starts before all the pod's volumes are mounted
+            raise ContainerConfigError(next(iter(failed.values())))
         ctx = EnvContext(pod, self.api, pod_ip=pod_ip, host_ip=self.host_ip, allocatable=self.allocatable)
         env = await build_env(ctx, c)
         command, args = command_line(c, env)
         mounts = []
         paths = self.published.get(uid, {})
+        read_only = self.read_only.get(uid, set())
         for m in c.volume_mounts or []:
             host = paths.get(m.name)
             if host is None:
@@ -88,7 +97,8 @@ class PodConfigs:
             if m.sub_path:
                 host = os.path.join(host, m.sub_path)
                 os.makedirs(host, exist_ok=True)
-            mounts.append(pb.Mount(container_path=m.mount_path, host_path=host, readonly=bool(m.read_only)))
+            ro = bool(m.read_only) or m.name in read_only
+            mounts.append(pb.Mount(container_path=m.mount_path, host_path=host, readonly=ro))
         devices: list[pb.Device] = []
         extra = extended_resources(c)
         inits = [i.name for i in pod.spec.init_containers or []]
@@ -142,13 +152,24 @@ class PodConfigs:
         uid = pod.metadata.uid or ""
         have = self.published.setdefault(uid, {})
         ctx = EnvContext(pod, self.api)
+        failed: dict[str, str] = {}
         for v in pod.spec.volumes or []:
             if v.name in have:
                 continue
-            vol = await volume_for(v, ctx)
-            if vol is None:
-                continue
-            have[v.name] = str(await asyncio.to_thread(self.volumes.node_publish, vol, uid))
+            try:
+                vol = await volume_for(v, ctx)
+                if vol is None:
+                    continue
+                have[v.name] = str(await asyncio.to_thread(self.volumes.node_publish, vol, uid))
+            except (ContainerConfigError, VolumeError, OSError) as exc:
+                failed[v.name] = f'MountVolume.SetUp failed for volume "{v.name}" : {exc}'
+                self.on_mount_failed(pod, failed[v.name])
+        if ctx.read_only:
+            self.read_only.setdefault(uid, set()).update(ctx.read_only)
+        if failed:
+            self.mount_errors[uid] = failed
+        else:
+            self.mount_errors.pop(uid, None)
 
     def grace(self, pod: Pod, c: Container | None = None) -> int:
         if pod.metadata.deletion_grace_period_seconds is not None:
@@ -158,3 +179,5 @@ class PodConfigs:
 
     def forget(self, uid: str) -> None:
         self.published.pop(uid, None)
+        self.read_only.pop(uid, None)
+        self.mount_errors.pop(uid, None)

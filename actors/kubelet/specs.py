@@ -9,6 +9,7 @@ from kray.runtime.cri import api_pb2 as pb
 from kray.runtime.volumes import KeyToPath, Volume
 
 from .envvars import EnvContext
+from .localvolumes import pvc_volume
 
 NATIVE = ("cpu", "memory", "pods", "ephemeral-storage")
 
@@ -24,7 +25,8 @@ def extended_resources(c: Container) -> dict[str, int]:
 
 
 async def volume_for(v: Any, ctx: EnvContext) -> Volume | None:
-    """The runtime's Volume for a Pod volume (configMap/secret content read through the API)."""
+    """The runtime's Volume for a Pod volume (configMap/secret content read through the API; a
+    claim's bound node-local PV as a hostPath). ContainerConfigError: not mountable yet."""
     if v.empty_dir is not None:
         size = v.empty_dir.size_limit.value() if v.empty_dir.size_limit is not None else None
         return Volume(v.name, "emptyDir", medium=v.empty_dir.medium or "", size_limit=size)
@@ -46,7 +48,9 @@ async def volume_for(v: Any, ctx: EnvContext) -> Volume | None:
             default_mode=mode,
             optional=optional,
         )
-    return None  # other sources (PVCs, projected, ...) are not supported on this node yet
+    if v.persistent_volume_claim is not None:
+        return await pvc_volume(v, ctx)
+    return None  # other sources (projected, ...) are not supported on this node yet
 
 
 def linux_resources(c: Container) -> pb.LinuxContainerResources:

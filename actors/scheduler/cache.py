@@ -21,6 +21,7 @@ from kray.crds.scheduling import PodGroup
 from .devices import DeviceTopology
 from .node_info import NodeInfo
 from .pod_info import PodInfo, pod_key
+from .volumes import VolumeCache
 
 
 class Clock(Protocol):
@@ -68,6 +69,8 @@ class SchedulerCache:
         self.group_members: dict[str, set[str]] = {}
         # Pods placed (assumed or bound) per gang, for Coscheduling's Permit.
         self.group_placed: dict[str, set[str]] = {}
+        # PVCs, PVs and StorageClasses (plus PVs VolumeBinding assumed), for VolumeBinding.
+        self.volumes = VolumeCache()
         self._dirty: set[str] = set()
         self._list_dirty = False
         # Assumed pods whose bind finished, awaiting confirmation: the only ones that can expire.

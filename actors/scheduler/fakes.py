@@ -4,8 +4,10 @@ other components' tests can use them too)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from kray.crds import Node, Pod
+from kray.crds.meta import Resource
 
 from .node_info import NodeInfo
 from .pod_info import PodInfo, pod_key
@@ -99,3 +101,70 @@ class RecordingReporter:
     def scheduled(self, pod: Pod, node_name: str) -> None:
         self.scheduled_on[pod_key(pod)] = node_name
         self.unschedulable_messages.pop(pod_key(pod), None)
+
+
+VolumeListener = Callable[[str, Resource], None]  # ("added" | "modified" | "deleted", object)
+
+
+class FakeVolumeClient:
+    """An in-memory API for PVCs, PVs and StorageClasses with the real write semantics
+    VolumeBinding relies on: ``update`` refuses a stale resourceVersion (``Conflict``), ``get`` of
+    a missing object raises ``NotFound``. Every change goes to the listeners (an informer's feed).
+    """
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], Resource] = {}
+        self.listeners: list[VolumeListener] = []
+        self.updates: list[Resource] = []  # every successful update, in order
+        self.conflicts = 0
+        self._rv = 0
+
+    @staticmethod
+    def _key(kind: str, name: str | None, namespace: str | None, namespaced: bool) -> tuple[str, str]:
+        return kind, f"{namespace or 'default'}/{name}" if namespaced else name or ""
+
+    def _key_of(self, obj: Resource) -> tuple[str, str]:
+        return self._key(obj.KIND, obj.metadata.name, obj.metadata.namespace, obj.NAMESPACED)
+
+    def _store(self, obj: Resource, event: str) -> Resource:
+        self._rv += 1
+        obj = obj.model_copy(deep=True)
+        obj.metadata.resource_version = str(self._rv)
+        self.objects[self._key_of(obj)] = obj
+        for listener in self.listeners:
+            listener(event, obj)
+        return obj
+
+    def add(self, obj: Resource) -> Resource:
+        """Create or replace an object (what the PV controller or a user would write)."""
+        return self._store(obj, "modified" if self._key_of(obj) in self.objects else "added")
+
+    def remove(self, obj: Resource) -> None:
+        old = self.objects.pop(self._key_of(obj), None)
+        if old is not None:
+            for listener in self.listeners:
+                listener("deleted", old)
+
+    def stored(self, kind: type[Resource], name: str, namespace: str | None = None) -> Any:
+        return self.objects.get(self._key(kind.KIND, name, namespace, kind.NAMESPACED))
+
+    async def get(self, kind: Any, name: str, namespace: str | None = None) -> Any:
+        from kray.client.errors import NotFound
+
+        obj = self.stored(kind, name, namespace)
+        if obj is None:
+            raise NotFound(404, "NotFound", f'{kind.PLURAL} "{name}" not found')
+        return obj.model_copy(deep=True)
+
+    async def update(self, obj: Any) -> Any:
+        from kray.client.errors import Conflict, NotFound
+
+        current = self.objects.get(self._key_of(obj))
+        if current is None:
+            raise NotFound(404, "NotFound", f'{obj.PLURAL} "{obj.metadata.name}" not found')
+        if obj.metadata.resource_version != current.metadata.resource_version:
+            self.conflicts += 1
+            raise Conflict(409, "Conflict", f'Operation cannot be fulfilled on {obj.PLURAL} "{obj.metadata.name}"')
+        stored = self._store(obj, "modified")
+        self.updates.append(stored)
+        return stored.model_copy(deep=True)

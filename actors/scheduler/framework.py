@@ -18,6 +18,7 @@ from .pod_info import PodInfo
 from .ports import Binder, Clock
 from .queue import ClusterEvent
 from .status import SUCCESS, Code, Status
+from .volumes import VolumeClient
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,8 @@ class Handle(Protocol):
     snapshot: Snapshot
     clock: Clock
     binder: Binder | None
+    # Writes PVCs and PVs for VolumeBinding's PreBind (None: pods with unbound claims cannot bind).
+    volume_client: VolumeClient | None
 
     def waiting_pods(self) -> Iterable[WaitingPod]: ...
 
@@ -178,8 +181,16 @@ def _call(plugin: Any, method: str, *args: Any) -> Any:
 class Framework:
     """Runs a profile's plugins at each extension point. Also the Handle plugins are given."""
 
-    def __init__(self, cache: SchedulerCache, snapshot: Snapshot, clock: Clock, binder: Binder | None = None) -> None:
+    def __init__(
+        self,
+        cache: SchedulerCache,
+        snapshot: Snapshot,
+        clock: Clock,
+        binder: Binder | None = None,
+        volume_client: VolumeClient | None = None,
+    ) -> None:
         self.cache, self.snapshot, self.clock, self.binder = cache, snapshot, clock, binder
+        self.volume_client = volume_client
         self.plugins: list[Any] = []
         self.weights: dict[str, int] = {}
         self.waiting: dict[str, WaitingPod] = {}

@@ -30,7 +30,9 @@ class ActionType(IntFlag):
 
 @dataclass(frozen=True, slots=True)
 class ClusterEvent:
-    resource: str  # "Node", "Pod" (assigned pods), "PodGroup", or "*"
+    # "Node", "Pod" (assigned pods), "PodGroup", "PersistentVolumeClaim", "PersistentVolume",
+    # "StorageClass", or "*"
+    resource: str
     action: ActionType
     label: str = ""
 
@@ -47,6 +49,15 @@ POD_DELETE = ClusterEvent("Pod", ActionType.DELETE, "AssignedPodDelete")
 UNSCHEDULED_POD_ADD = ClusterEvent("UnscheduledPod", ActionType.ADD, "UnscheduledPodAdd")
 POD_GROUP_ADD = ClusterEvent("PodGroup", ActionType.ADD | ActionType.UPDATE, "PodGroupChange")
 NODE_DEVICES_CHANGE = ClusterEvent("NodeDevices", ActionType.ALL, "NodeDevicesChange")
+PVC_ADD = ClusterEvent("PersistentVolumeClaim", ActionType.ADD, "PvcAdd")
+PVC_UPDATE = ClusterEvent("PersistentVolumeClaim", ActionType.UPDATE, "PvcUpdate")
+PVC_DELETE = ClusterEvent("PersistentVolumeClaim", ActionType.DELETE, "PvcDelete")
+PV_ADD = ClusterEvent("PersistentVolume", ActionType.ADD, "PvAdd")
+PV_UPDATE = ClusterEvent("PersistentVolume", ActionType.UPDATE, "PvUpdate")
+PV_DELETE = ClusterEvent("PersistentVolume", ActionType.DELETE, "PvDelete")
+STORAGE_CLASS_ADD = ClusterEvent("StorageClass", ActionType.ADD, "StorageClassAdd")
+STORAGE_CLASS_UPDATE = ClusterEvent("StorageClass", ActionType.UPDATE, "StorageClassUpdate")
+STORAGE_CLASS_DELETE = ClusterEvent("StorageClass", ActionType.DELETE, "StorageClassDelete")
 WILDCARD = ClusterEvent("*", ActionType.ALL, "UnschedulableTimeout")
 
 

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from kray.crds import Node, Pod
+from kray.crds.core.storage import PersistentVolume, PersistentVolumeClaim, StorageClass
 from kray.crds.devices import NodeDevices
 from kray.crds.scheduling import PodGroup
 
@@ -37,6 +38,15 @@ from .queue import (
     POD_ADD,
     POD_DELETE,
     POD_GROUP_ADD,
+    PV_ADD,
+    PV_DELETE,
+    PV_UPDATE,
+    PVC_ADD,
+    PVC_DELETE,
+    PVC_UPDATE,
+    STORAGE_CLASS_ADD,
+    STORAGE_CLASS_DELETE,
+    STORAGE_CLASS_UPDATE,
     UNSCHEDULED_POD_ADD,
     ClusterEvent,
     QueuedPodInfo,
@@ -44,6 +54,7 @@ from .queue import (
 )
 from .sharding import Shard
 from .status import Code, Status
+from .volumes import VolumeClient
 
 # Binds (pod, node, annotations) all-or-nothing (a gang); see ``Scheduler.bind_gang``.
 GangMember = tuple[Pod, str, dict[str, str]]
@@ -86,6 +97,7 @@ class Scheduler:
         evictor: Evictor | None = None,
         seed: int | None = None,
         profiles: list[Profile] | None = None,
+        volume_client: VolumeClient | None = None,
     ) -> None:
         self.clock = clock or SystemClock()
         # One framework per profile, all over one cache and queue (kube-scheduler's profiles): a
@@ -97,7 +109,8 @@ class Scheduler:
         self.cache = SchedulerCache(self.clock)
         self.snapshot = Snapshot()
         self.frameworks = {
-            name: p.build(Framework(self.cache, self.snapshot, self.clock, binder)) for name, p in self.profiles.items()
+            name: p.build(Framework(self.cache, self.snapshot, self.clock, binder, volume_client))
+            for name, p in self.profiles.items()
         }
         self.framework = self.frameworks[self.profile.scheduler_name]
         self._group_since: dict[str, float] = {}
@@ -136,6 +149,42 @@ class Scheduler:
     def on_node_devices_delete(self, nd: NodeDevices) -> None:
         if self.cache.set_node_devices(nd.spec.node_name, None):
             self.queue.move_all_to_active_or_backoff(NODE_DEVICES_CHANGE)
+
+    def on_pvc_add(self, pvc: PersistentVolumeClaim) -> None:
+        self.cache.volumes.set_pvc(pvc)
+        self.queue.move_all_to_active_or_backoff(PVC_ADD)
+
+    def on_pvc_update(self, pvc: PersistentVolumeClaim) -> None:
+        self.cache.volumes.set_pvc(pvc)
+        self.queue.move_all_to_active_or_backoff(PVC_UPDATE)
+
+    def on_pvc_delete(self, pvc: PersistentVolumeClaim) -> None:
+        self.cache.volumes.delete_pvc(pvc)
+        self.queue.move_all_to_active_or_backoff(PVC_DELETE)
+
+    def on_pv_add(self, pv: PersistentVolume) -> None:
+        self.cache.volumes.set_pv(pv)
+        self.queue.move_all_to_active_or_backoff(PV_ADD)
+
+    def on_pv_update(self, pv: PersistentVolume) -> None:
+        self.cache.volumes.set_pv(pv)
+        self.queue.move_all_to_active_or_backoff(PV_UPDATE)
+
+    def on_pv_delete(self, pv: PersistentVolume) -> None:
+        self.cache.volumes.delete_pv(pv)
+        self.queue.move_all_to_active_or_backoff(PV_DELETE)
+
+    def on_storage_class_add(self, sc: StorageClass) -> None:
+        self.cache.volumes.set_class(sc)
+        self.queue.move_all_to_active_or_backoff(STORAGE_CLASS_ADD)
+
+    def on_storage_class_update(self, sc: StorageClass) -> None:
+        self.cache.volumes.set_class(sc)
+        self.queue.move_all_to_active_or_backoff(STORAGE_CLASS_UPDATE)
+
+    def on_storage_class_delete(self, sc: StorageClass) -> None:
+        self.cache.volumes.delete_class(sc)
+        self.queue.move_all_to_active_or_backoff(STORAGE_CLASS_DELETE)
 
     def responsible_for(self, pod: Pod) -> bool:
         return pod.spec.scheduler_name in self.frameworks and self.shard.owns(pod)

@@ -23,6 +23,7 @@ from typing import Any
 from kray.actors.framework.informer import FuncHandler, Informer
 from kray.actors.framework.ports import ListWatcher
 from kray.crds import Node, Pod
+from kray.crds.core.storage import PersistentVolume, PersistentVolumeClaim, StorageClass
 from kray.crds.devices import NodeDevices
 from kray.crds.meta import Resource
 from kray.crds.registry import REGISTRY
@@ -32,6 +33,7 @@ from .ports import Binder, Clock, Evictor, StatusReporter
 from .profile import Profile
 from .scheduler import Binding, Scheduler
 from .sharding import Shard
+from .volumes import VolumeClient
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,10 @@ class ShardCore:
         pod_groups: ListWatcher | None,
         binder: Binder,
         node_devices: ListWatcher | None = None,
+        pvcs: ListWatcher | None = None,
+        pvs: ListWatcher | None = None,
+        storage_classes: ListWatcher | None = None,
+        volume_client: VolumeClient | None = None,
         reporter: StatusReporter | None = None,
         evictor: Evictor | None = None,
         clock: Clock | None = None,
@@ -72,6 +78,9 @@ class ShardCore:
         self.shard = Shard(index, count)
         self.pods_lw, self.nodes_lw, self.groups_lw = pods, nodes, pod_groups
         self.devices_lw = node_devices
+        # PVCs, PVs and StorageClasses for VolumeBinding; the client writes its PreBind updates.
+        self.volume_lws = (pvcs, pvs, storage_classes)
+        self.volume_client = volume_client
         self.binder, self.reporter, self.evictor = binder, reporter, evictor
         self.clock, self.profile, self.profiles, self.seed = clock, profile, profiles, seed
         self.max_binds = max_binds
@@ -96,6 +105,7 @@ class ShardCore:
             evictor=self.evictor,
             seed=self.seed,
             profiles=self.profiles,
+            volume_client=self.volume_client,
         )
 
     # ---- informer events -------------------------------------------------------------------
@@ -162,6 +172,23 @@ class ShardCore:
         self.scheduler.on_node_devices_delete(nd)
         self._wakeup()
 
+    def _volume_handler(self, kind: str) -> FuncHandler:
+        """Informer callbacks feeding ``Scheduler.on_<kind>_{add,update,delete}``."""
+
+        def added(obj: Resource) -> None:
+            getattr(self.scheduler, f"on_{kind}_add")(obj)
+            self._wakeup()
+
+        def updated(_old: Resource, obj: Resource) -> None:
+            getattr(self.scheduler, f"on_{kind}_update")(obj)
+            self._wakeup()
+
+        def deleted(obj: Resource) -> None:
+            getattr(self.scheduler, f"on_{kind}_delete")(obj)
+            self._wakeup()
+
+        return FuncHandler(added, updated, deleted)
+
     def _group_changed(self, group: Resource) -> None:
         assert isinstance(group, PodGroup)
         self.scheduler.on_pod_group_add(group)
@@ -197,10 +224,20 @@ class ShardCore:
                 FuncHandler(self._group_changed, lambda _o, n: self._group_changed(n), self._group_deleted)
             )
             self.informers.append(groups)
+        volume_kinds: tuple[tuple[str, type[Resource]], ...] = (
+            ("pvc", PersistentVolumeClaim),
+            ("pv", PersistentVolume),
+            ("storage_class", StorageClass),
+        )
+        for lw, (kind, cls) in zip(self.volume_lws, volume_kinds, strict=True):
+            if lw is not None:
+                informer = Informer(lw, REGISTRY.get(cls.api_version_str(), cls.KIND))
+                informer.add_handler(self._volume_handler(kind))
+                self.informers.append(informer)
         pods = Informer(self.pods_lw, REGISTRY.get("v1", "Pod"))
         pods.add_handler(FuncHandler(self._pod_changed, self._pod_updated, self._pod_deleted))
         self.informers.append(pods)
-        # Nodes, devices and groups first: pods listed before any node would all fail "0/0 nodes",
+        # Nodes, devices, groups and volumes first: pods listed before any node would all fail "0/0 nodes",
         # and bound pods' GPU annotations must land on a known inventory.
         for informer in self.informers:
             informer.start()

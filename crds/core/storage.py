@@ -31,6 +31,12 @@ ANN_BIND_COMPLETED = "pv.kubernetes.io/bind-completed"
 ANN_PROVISIONED_BY = "pv.kubernetes.io/provisioned-by"
 ANN_DEFAULT_CLASS = "storageclass.kubernetes.io/is-default-class"
 PV_PROTECTION_FINALIZER = "kubernetes.io/pv-protection"
+# kray's own: the PV controller asks the volume's node to delete a released local-path volume
+# (its kubelet removes the directory, then the PV), and records the base directory it chose.
+ANN_RECLAIM = "kray.io/reclaim"
+RECLAIM_DELETE_REQUESTED = "delete-requested"
+ANN_LOCAL_PATH_BASE = "kray.io/local-path-base"
+DEFAULT_LOCAL_PATH_BASE = "/var/lib/kray/local-path"
 PVC_PROTECTION_FINALIZER = "kubernetes.io/pvc-protection"
 
 AccessMode = Literal["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]

@@ -107,6 +107,7 @@ def test_pods_and_a_training_job_on_a_real_node(ray_cluster: str, private_etcd: 
         logs = kray(env, "logs", "hello")
         assert logs.returncode == 0 and "hello from a kray pod" in logs.stdout
         assert logs.stdout.splitlines()[1] == "hello"  # `hostname` inside is the pod's name
+        volume_outlives_its_pods(env, tmp_path)
 
         # Kill the kubelet while `sleeper` runs: the restarted kubelet adopts its container.
         def running_container() -> str | None:
@@ -194,18 +195,45 @@ def pull_from_a_registry(env: dict[str, str], image_tar: Path, tmp_path: Path) -
     reg = start_registry(tmp_path / "registry", auth="basic")
     try:
         reg.push_layout(layout, "team/busybox", "1")
-        ref = f"{reg.host}/team/busybox:1"
+        ref = f"{reg.host}/team/busybox:1"  # the same image as busybox:latest: never `image rm` it here (CRI
+        # RemoveImage takes every tag of an image, busybox:latest with it)
         pulled = kray(env, "image", "pull", ref, "--creds", "alice:s3cret")
         assert pulled.returncode == 0 and pulled.stdout.startswith(f"pulled {ref} (sha256:"), pulled
         assert ref in kray(env, "image", "ls").stdout
         denied = kray(env, "image", "pull", ref)
         assert denied.returncode != 0 and "user and password" in denied.stderr, denied
         missing = kray(env, "image", "pull", f"{reg.host}/team/nothere:1", "--creds", "alice:s3cret")
-        assert missing.returncode != 0 and "404" in missing.stderr and "NAME_UNKNOWN" in missing.stderr, missing
+        assert missing.returncode != 0 and "404" in missing.stderr and "MANIFEST_UNKNOWN" in missing.stderr, missing
         assert kray(env, "image", "pull", ref, "--creds", "alice").returncode == 2
-        assert kray(env, "image", "rm", ref).returncode == 0
     finally:
         reg.stop()
+
+
+def volume_outlives_its_pods(env: dict[str, str], tmp_path: Path) -> None:
+    """A claim of a WaitForFirstConsumer local-path class: the scheduler picks the node, the PV
+    controller provisions a directory there, the kubelet mounts it; what one pod writes the next
+    reads; deleting the claim removes the directory and the PV."""
+    assert "local-path" in kray(env, "get", "storageclass").stdout  # `kray up`'s default class
+    base = tmp_path / "volumes"
+    (tmp_path / "storage.yaml").write_text(STORAGE.format(base=base))
+    assert kray(env, "apply", "-f", str(tmp_path / "storage.yaml")).returncode == 0
+    wait_for("writer Succeeded", lambda: pod_json(env, "writer").get("status", {}).get("phase") == "Succeeded")
+    claim = json.loads(kray(env, "get", "pvc", "ckpt", "-o", "json").stdout)
+    assert claim["status"]["phase"] == "Bound" and claim["spec"]["storageClassName"] == "scratch"
+    pv = json.loads(kray(env, "get", "pv", claim["spec"]["volumeName"], "-o", "json").stdout)
+    folder = Path(pv["spec"]["hostPath"]["path"])
+    assert folder.parent == base and (folder / "state").read_text() == "step-42\n"
+    assert kray(env, "delete", "pod", "writer").returncode == 0
+    reader = STORAGE_READER.format(base=base)
+    (tmp_path / "reader.yaml").write_text(reader)
+    assert kray(env, "apply", "-f", str(tmp_path / "reader.yaml")).returncode == 0
+    wait_for("reader Succeeded", lambda: pod_json(env, "reader").get("status", {}).get("phase") == "Succeeded")
+    assert kray(env, "logs", "reader").stdout == "step-42\n"
+    assert kray(env, "delete", "pod", "reader").returncode == 0
+    assert kray(env, "delete", "pvc", "ckpt").returncode == 0
+    gone = ["get", "pv", pv["metadata"]["name"]]
+    wait_for("the PV and its folder gone", lambda: not folder.exists() and kray(env, *gone).returncode != 0, 60)
+    assert kray(env, "delete", "storageclass", "scratch").returncode == 0
 
 
 def fetch_forwarded(env: dict[str, str], pod: str, ports: str, request: bytes) -> bytes:
@@ -229,6 +257,48 @@ def fetch_forwarded(env: dict[str, str], pod: str, ports: str, request: bytes) -
         forward.wait(10)
 
 
+STORAGE = """
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {{name: scratch}}
+provisioner: kray.io/local-path
+volumeBindingMode: WaitForFirstConsumer
+parameters: {{path: {base}}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: ckpt}}
+spec:
+  storageClassName: scratch
+  accessModes: [ReadWriteOnce]
+  resources: {{requests: {{storage: 1Gi}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: writer}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, "echo step-42 > /ckpt/state"]
+    volumeMounts: [{{name: ckpt, mountPath: /ckpt}}]
+  volumes: [{{name: ckpt, persistentVolumeClaim: {{claimName: ckpt}}}}]
+"""
+STORAGE_READER = """
+apiVersion: v1
+kind: Pod
+metadata: {{name: reader}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: busybox:latest
+    command: [cat, /ckpt/state]
+    volumeMounts: [{{name: ckpt, mountPath: /ckpt, readOnly: true}}]
+  volumes: [{{name: ckpt, persistentVolumeClaim: {{claimName: ckpt}}}}]
+"""
 PODS = """
 apiVersion: v1
 kind: Pod

@@ -17,6 +17,7 @@ from . import (
     node_unschedulable,
     pod_topology_spread,
     taint_toleration,
+    volume_binding,
 )
 
 REGISTRY: dict[str, PluginFactory] = {
@@ -32,6 +33,7 @@ REGISTRY: dict[str, PluginFactory] = {
     coscheduling.NAME: coscheduling.Coscheduling,
     gpu_topology.NAME: gpu_topology.GpuTopology,
     image_locality.NAME: image_locality.ImageLocality,
+    volume_binding.NAME: volume_binding.VolumeBinding,
     default_binder.NAME: default_binder.DefaultBinder,
 }
 
@@ -45,6 +47,8 @@ DEFAULT_PLUGINS: list[tuple[str, int]] = [
     (node_affinity.NAME, 2),
     (node_ports.NAME, 1),
     (node_resources_fit.NAME, 1),
+    # After NodeResourcesFit, as kube-scheduler; its PreBind runs before DefaultBinder binds.
+    (volume_binding.NAME, 1),
     # Heavy: for a GPU pod, NVLink-island placement outweighs cpu/memory balance.
     (gpu_topology.NAME, 5),
     (image_locality.NAME, 1),

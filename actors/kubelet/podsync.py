@@ -66,6 +66,9 @@ class Backoff:
             del self.entries[k]
 
 
+MOUNT_RETRY = 2.0  # seconds until volumes that could not be mounted are tried again
+
+
 class PodSyncer:
     def __init__(
         self,
@@ -220,6 +223,13 @@ class PodSyncer:
         elif st is not None and st.state == pb.CONTAINER_CREATED:
             # Created but never started (a kubelet died in between): remove and start afresh.
             await self.cri.remove_container(st.id)
+        mount_failed = self.configs.mount_errors.get(uid)
+        if mount_failed:
+            # As the kubelet: volumes before images and containers. The pod shows ContainerCreating
+            # (FailedMount events say why) and the mounts are tried again shortly.
+            self.waiting[key] = ("ContainerCreating", next(iter(mount_failed.values())))
+            due.append(MOUNT_RETRY)
+            return False
         image_key = (uid, f"image:{c.name}")
         if self.waiting.get(key, ("",))[0] in ("ErrImagePull", "ImagePullBackOff"):
             failed_at, why = self._image_failed.get(key, (now, ""))

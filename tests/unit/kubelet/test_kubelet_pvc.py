@@ -107,14 +107,15 @@ async def test_pod_waits_while_claim_unbound_then_runs_once_bound(env: Env):
     await env.step()
     pod = await env.pod("app")
     w = waiting(pod)
-    assert w["reason"] == "CreateContainerConfigError"
+    assert w["reason"] == "ContainerCreating"  # as Kubernetes: the volume is not there yet
     assert 'persistentvolumeclaim "data" is not bound' in w["message"]
     assert not env.cri.by_name(pod.metadata.uid, "main")
     [msg] = await events(env, "app", "FailedMount")
     assert msg == 'MountVolume.SetUp failed for volume "vol" : persistentvolumeclaim "data" is not bound'
+    assert await events(env, "app", "Failed") == [] and env.cri.pull_auths == []  # no image pulled before volumes
 
     await bind(env, pv_body("pvc-1", str(path), annotations=ann), "data")
-    await env.step(advance=10)  # the config-error retry comes due; nothing else wakes the pod
+    await env.step(advance=2)  # the mount retry comes due; nothing else wakes the pod
     pod = await env.pod("app")
     assert pod.status.to_dict()["containerStatuses"][0]["state"].get("running") is not None
     m = mount(env, pod.metadata.uid)

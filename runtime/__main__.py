@@ -27,7 +27,7 @@ from kray.runtime.images import ImageStore
 from kray.runtime.network import BridgeNetwork, NetworkConfig
 from kray.runtime.ocirt import detect_runtime, make_runtime
 from kray.runtime.procrt import NO_ISOLATION_WARNING
-from kray.runtime.registry import RegistryClient
+from kray.runtime.registry import RegistryClient, parse_mirrors
 from kray.runtime.service import NodeRuntime
 from kray.runtime.shimfork import ShimLauncher
 from kray.runtime.volumes import VolumeManager
@@ -56,7 +56,9 @@ def build_node(args: argparse.Namespace) -> NodeRuntime:
     # Registries spoken to over plain HTTP besides loopback, and a private CA: flags, or the
     # environment `ray start`/`kray up` ran in (every node's runtime inherits it).
     insecure = args.insecure_registry or [h for h in os.environ.get("KRAY_INSECURE_REGISTRIES", "").split(",") if h]
-    registry = RegistryClient(insecure, ca_file=args.registry_ca_file or os.environ.get("KRAY_REGISTRY_CA_FILE"))
+    mirrors = parse_mirrors(";".join(args.registry_mirror) or os.environ.get("KRAY_REGISTRY_MIRRORS", ""))
+    ca_file = args.registry_ca_file or os.environ.get("KRAY_REGISTRY_CA_FILE")
+    registry = RegistryClient(insecure, ca_file=ca_file, mirrors=mirrors)
     return NodeRuntime(
         runtime,
         images,
@@ -86,6 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image-dir", default="", help="image store (default: <state-dir>/images)")
     ap.add_argument(
         "--insecure-registry", action="append", default=[], help="HOST[:PORT] to pull from over plain HTTP (repeat)"
+    )
+    ap.add_argument(
+        "--registry-mirror",
+        action="append",
+        default=[],
+        help="REGISTRY=URL[,URL...]: mirrors to pull REGISTRY's images from first (repeat; e.g. docker.io=http://cache:5000)",
     )
     ap.add_argument("--registry-ca-file", default="", help="PEM CA bundle for registries (default: the system's)")
     ap.add_argument("--log-level", default="INFO")

@@ -22,10 +22,11 @@ import re
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -48,6 +49,7 @@ LAYER_TYPES = (
     "application/vnd.docker.image.rootfs.diff.tar.gzip",
     "application/vnd.oci.image.layer.v1.tar+zstd",  # unpacked with the zstandard package (kray[zstd])
 )
+RESUMES = 3  # a broken blob download is resumed this many times
 PARALLEL_LAYERS = 3  # as Docker and containerd: enough to fill a link, few enough to finish some
 MAX_MANIFEST = 4 << 20
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
@@ -109,9 +111,36 @@ def pick_platform(index: dict[str, Any], want: tuple[str, str], source: str) -> 
     raise NotFound(f"{source}: no image for {'/'.join(want)} (the index has {', '.join(have) or 'nothing'})")
 
 
+def parse_mirrors(spec: str) -> dict[str, list[str]]:
+    """``docker.io=http://10.0.0.5:5000,https://mirror.gcr.io;nvcr.io=http://cache:5000`` ->
+    {"docker.io": [...], "nvcr.io": [...]}: per registry, the mirrors to try first, in order."""
+    out: dict[str, list[str]] = {}
+    for part in filter(None, (p.strip() for p in spec.replace("\n", ";").split(";"))):
+        registry, sep, endpoints = part.partition("=")
+        if not sep or not registry.strip() or not endpoints.strip():
+            raise ValueError(f"registry mirrors: want REGISTRY=URL[,URL...], got {part!r}")
+        out.setdefault(registry.strip(), []).extend(e.strip() for e in endpoints.split(",") if e.strip())
+    return out
+
+
 class RegistryClient:
-    def __init__(self, insecure: Iterable[str] = (), ca_file: str | None = None, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        insecure: Iterable[str] = (),
+        ca_file: str | None = None,
+        timeout: float = 60.0,
+        mirrors: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
         self.insecure = {*LOOPBACK_HOSTS, *insecure}
+        # Per registry (as images name it: "docker.io"), mirror hosts tried before it, as
+        # containerd's hosts.toml and Docker's registry-mirrors: anonymously, falling back in turn.
+        self.mirrors: dict[str, list[str]] = {}
+        for registry, endpoints in (mirrors or {}).items():
+            for endpoint in endpoints:
+                url = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+                if url.scheme == "http":
+                    self.insecure.add(url.netloc)
+                self.mirrors.setdefault(registry, []).append(url.netloc)
         verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else True
         # No read timeout on a whole blob, only between its chunks: a 5 GiB layer takes as long as it takes.
         self.http = httpx.Client(
@@ -133,10 +162,17 @@ class RegistryClient:
         return f"{scheme}://{host}/v2/{ref.path}/{tail}"
 
     def _send(
-        self, ref: ImageReference, tail: str, creds: Credentials | None, accept: str = "", stream: bool = False
+        self,
+        ref: ImageReference,
+        tail: str,
+        creds: Credentials | None,
+        accept: str = "",
+        stream: bool = False,
+        extra: dict[str, str] | None = None,
     ) -> httpx.Response:
         url = self._url(ref, tail)
         headers = {"Accept": accept} if accept else {}
+        headers.update(extra or {})
         key = (ref.api_host, ref.path, creds.identity() if creds else "")
         with self._lock:
             cached = self._tokens.get(key)
@@ -246,11 +282,34 @@ class RegistryClient:
         with lock:
             if store.has_blob(digest):
                 return
-            resp = self._send(ref, f"blobs/{digest}", creds, stream=True)
             try:
-                store.write_blob(digest, _chunks(resp, ref, digest))
+                store.write_blob(digest, self._download(ref, digest, creds))
             except ImageError as exc:
                 raise Unavailable(f"{ref}: {exc}") from None
+
+    def _download(self, ref: ImageReference, digest: str, creds: Credentials | None) -> Iterator[bytes]:
+        """A blob's bytes. A download that breaks off resumes where it stopped (an HTTP Range
+        request), up to RESUMES times, so a dropped connection near the end of a 10 GiB layer
+        costs the rest, not the whole. A server that ignores the range sends it all again: the
+        bytes already had are skipped."""
+        got = 0
+        for attempt in range(RESUMES + 1):
+            resp = self._send(
+                ref, f"blobs/{digest}", creds, stream=True, extra={"Range": f"bytes={got}-"} if got else None
+            )
+            skip = got if got and resp.status_code != 206 else 0
+            try:
+                for chunk in resp.iter_bytes():  # as received: a break keeps what came
+                    if skip:
+                        drop = min(skip, len(chunk))
+                        chunk, skip = chunk[drop:], skip - drop
+                    got += len(chunk)
+                    yield chunk
+                return
+            except httpx.HTTPError as exc:
+                if attempt == RESUMES:
+                    raise Unavailable(f"{ref}: download of {digest} broke off {attempt + 1} times: {exc}") from None
+                log.warning("%s: download of %s broke off at byte %d (%s); resuming", ref, digest, got, exc)
             finally:
                 resp.close()
 
@@ -263,8 +322,27 @@ class RegistryClient:
         creds: Credentials | None = None,
         progress: Callable[[str], None] | None = None,
     ) -> ImageInfo:
-        """Fetch `ref` into `store` and record it under `name`; blobs already there are kept."""
-        body, _media, digest = self._resolve(ref, creds)
+        """Fetch `ref` into `store` and record it under `name`; blobs already there are kept.
+        Mirrors of its registry are tried first (anonymously); the registry itself last, whose
+        error is the one raised when every source fails."""
+        for mirror in self.mirrors.get(ref.domain, []):
+            try:
+                return self._pull_from(replace(ref, domain=mirror), ref, name, store, None, progress)
+            except CriError as exc:
+                log.warning("%s: mirror %s failed (%s); trying the next source", ref, mirror, exc)
+        return self._pull_from(ref, ref, name, store, creds, progress)
+
+    def _pull_from(
+        self,
+        source: ImageReference,
+        ref: ImageReference,
+        name: str,
+        store: ImageStore,
+        creds: Credentials | None,
+        progress: Callable[[str], None] | None,
+    ) -> ImageInfo:
+        """`ref`, fetched from `source` (the same repository on a mirror, or `ref` itself)."""
+        body, _media, digest = self._resolve(source, creds)
         manifest = json.loads(body)
         config_desc = manifest.get("config") or {}
         if config_desc.get("mediaType") not in CONFIG_TYPES:
@@ -275,11 +353,11 @@ class RegistryClient:
                     f"{ref}: layer {layer.get('digest')} has type {layer.get('mediaType')!r}, which kray cannot unpack"
                     f" (it takes {', '.join(LAYER_TYPES)})"
                 )
-        self.blob(ref, config_desc["digest"], creds, store)
+        self.blob(source, config_desc["digest"], creds, store)
         layers = [ld["digest"] for ld in manifest.get("layers", [])]
 
         def fetch(digest: str) -> str:
-            self.blob(ref, digest, creds, store)
+            self.blob(source, digest, creds, store)
             return digest
 
         with ThreadPoolExecutor(PARALLEL_LAYERS, thread_name_prefix="pull") as pool:
@@ -289,13 +367,6 @@ class RegistryClient:
         store.write_blob(digest, [body])
         config = json.loads(store.blob_path(config_desc["digest"]).read_bytes())
         return store.register(name, digest, manifest, config, repo_digest=f"{ref.domain}/{ref.path}@{digest}")
-
-
-def _chunks(resp: httpx.Response, ref: ImageReference, digest: str) -> Iterator[bytes]:
-    try:
-        yield from resp.iter_bytes(1 << 20)
-    except httpx.HTTPError as exc:
-        raise Unavailable(f"{ref}: download of {digest} broke off: {exc}") from None
 
 
 def _status_error(ref: ImageReference, resp: httpx.Response, creds: Credentials | None) -> CriError:

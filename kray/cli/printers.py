@@ -247,6 +247,10 @@ COLUMNS: dict[tuple[str, str], tuple[list[str], list[str], Row]] = {
 }
 
 
+# (group, plural) -> the NAME cell, where kubectl prints more than the name ("x (default)").
+NAMES: dict[tuple[str, str], Callable[[Obj], str]] = {}
+
+
 def table_rows(
     ref: ResourceRef,
     items: list[Obj],
@@ -260,8 +264,9 @@ def table_rows(
     if with_namespace:
         header.insert(0, "NAMESPACE")
     rows = []
+    named = NAMES.get((ref.group, ref.plural))
     for obj in items:
-        name = str(_meta(obj).get("name", ""))
+        name = named(obj) if named else str(_meta(obj).get("name", ""))
         cells = [f"{ref.kind_name}/{name}" if kind_prefix else name, *row(obj, wide)]
         if with_namespace:
             cells.insert(0, str(_meta(obj).get("namespace") or ""))
@@ -310,57 +315,6 @@ def object_name(ref: ResourceRef, obj: Obj) -> str:
     return f"{ref.kind_name}/{_meta(obj).get('name', '')}"
 
 
-def _trainingjob_row(tj: Obj, wide: bool) -> list[str]:
-    """STATE is the most recent condition that holds (Kubeflow's `kubectl get pytorchjobs`)."""
-    conditions = [c for c in (tj.get("status") or {}).get("conditions") or [] if c.get("status") == "True"]
-    order = ("Created", "Suspended", "Running", "Restarting", "Succeeded", "Failed")
-    conditions.sort(
-        key=lambda c: (c.get("lastTransitionTime") or "", order.index(c["type"]) if c.get("type") in order else -1)
-    )
-    state = conditions[-1].get("type", "") if conditions else ""
-    row = [state, _age(tj)]
-    if wide:
-        status = tj.get("status") or {}
-        row += [str(status.get("restarts") or 0), status.get("masterAddr") or NONE]
-    return row
-
-
-COLUMNS[("kray.io", "trainingjobs")] = (["STATE", "AGE"], ["RESTARTS", "MASTER"], _trainingjob_row)
-
-
-def _quota_row(rq: Obj, wide: bool) -> list[str]:
-    """kubectl's REQUEST and LIMIT: ``used/hard`` of status.hard's resources, sorted; the
-    ``limits.*`` ones in LIMIT."""
-    status = rq.get("status") or {}
-    hard, used = status.get("hard") or {}, status.get("used") or {}
-    request: list[str] = []
-    limit: list[str] = []
-    for name in sorted(hard):
-        (limit if name.startswith("limits.") else request).append(f"{name}: {used.get(name, '0')}/{hard[name]}")
-    return [_age(rq), ", ".join(request), ", ".join(limit)]
-
-
-COLUMNS[("", "resourcequotas")] = (["AGE", "REQUEST", "LIMIT"], [], _quota_row)
-
-
-def _pdb_row(pdb: Obj, wide: bool) -> list[str]:
-    """kubectl's PodDisruptionBudget columns: an unset bound prints N/A."""
-    spec, status = pdb.get("spec") or {}, pdb.get("status") or {}
-    return [
-        str(spec["minAvailable"]) if spec.get("minAvailable") is not None else "N/A",
-        str(spec["maxUnavailable"]) if spec.get("maxUnavailable") is not None else "N/A",
-        str(status.get("disruptionsAllowed", 0)),
-        _age(pdb),
-    ]
-
-
-COLUMNS[("policy", "poddisruptionbudgets")] = (
-    ["MIN AVAILABLE", "MAX UNAVAILABLE", "ALLOWED DISRUPTIONS", "AGE"],
-    [],
-    _pdb_row,
-)
-
-
 def has_printer(ref: ResourceRef) -> bool:
     """Whether ``kray get`` prints this kind itself (else it asks the server for a Table)."""
     return (ref.group, ref.plural) in COLUMNS
@@ -399,3 +353,6 @@ def server_table_rows(
             line.insert(0, str(((row.get("object") or {}).get("metadata") or {}).get("namespace") or ""))
         out.append(line)
     return header, out
+
+
+from . import printers_more  # noqa: E402,F401  (registers the columns of the kinds it prints)

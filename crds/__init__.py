@@ -5,6 +5,7 @@ Importing this package registers every built-in kind with ``REGISTRY``.
 
 from . import (
     apps,  # noqa: F401  (registers ReplicaSet and Deployment)
+    apps_daemonset,  # noqa: F401  (registers DaemonSet)
     batch,  # noqa: F401  (registers Job)
     devices,  # noqa: F401  (registers NodeDevices)
     policy,  # noqa: F401  (registers PodDisruptionBudget)

@@ -41,6 +41,7 @@ BUILTIN_CONTROLLERS = {
     "podgroup": "kray.actors.controllers.podgroup:setup",
     "disruption": "kray.actors.controllers.disruption:setup",
     "resourcequota": "kray.actors.controllers.resourcequota:setup",
+    "daemonset": "kray.actors.controllers.daemonset:setup",
     "persistentvolume": "kray.actors.controllers.persistentvolume:setup",
 }
 Log = Callable[[str], None]

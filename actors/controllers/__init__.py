@@ -26,6 +26,7 @@ def build_all(manager: Manager) -> None:
 def controller_manager(manager: Manager) -> None:
     """Every built-in controller in one manager: what `kray up` runs as kube-controller-manager."""
     from . import (
+        daemonset,
         disruption,
         endpoints,
         garbagecollector,
@@ -51,6 +52,7 @@ def controller_manager(manager: Manager) -> None:
     disruption.setup(manager)
     resourcequota.setup(manager)
     persistentvolume.setup(manager)
+    daemonset.setup(manager)
 
 
 __all__ = ["build_all", "controller_manager"]

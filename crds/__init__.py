@@ -6,7 +6,8 @@ Importing this package registers every built-in kind with ``REGISTRY``.
 from . import (
     apps,  # noqa: F401  (registers ReplicaSet and Deployment)
     apps_daemonset,  # noqa: F401  (registers DaemonSet)
-    batch,  # noqa: F401  (registers Job)
+    apps_statefulset,  # noqa: F401  (registers StatefulSet)
+    batch,  # noqa: F401  (registers Job and CronJob)
     devices,  # noqa: F401  (registers NodeDevices)
     policy,  # noqa: F401  (registers PodDisruptionBudget)
     scheduling,  # noqa: F401  (registers PodGroup and PriorityClass)

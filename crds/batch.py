@@ -1,6 +1,7 @@
-"""batch/v1 Job: run pods to completion, with Kubernetes' fields, defaults and checks.
+"""batch/v1 Job and CronJob, with Kubernetes' fields, defaults and checks.
 
-The controller that acts on it lives in ``kray.actors.controllers.job``; this is a pure model.
+The controllers that act on them live in ``kray.actors.controllers.job`` and
+``kray.actors.controllers.cronjob``; these are pure models (schedules parse with ``crds.cron``).
 """
 
 from __future__ import annotations
@@ -8,13 +9,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from . import cron
+from .core.common import ObjectReference
 from .core.pod import PodTemplateSpec
-from .meta import Condition, KrayModel, Resource
+from .meta import Condition, KrayModel, ObjectMeta, PrinterColumn, Resource
 from .registry import kind
 from .selectors import LabelSelector
-from .validation import FieldValueError
+from .validation import FieldValueError, invalid
 
 # Condition types and the reasons the Job controller writes.
 COMPLETE = "Complete"
@@ -29,6 +32,10 @@ JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 CONTROLLER_UID_LABEL = "batch.kubernetes.io/controller-uid"
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 COMPLETION_INDEX_ENV = "JOB_COMPLETION_INDEX"
+# The annotation the CronJob controller puts on the Jobs it creates (RFC 3339, the CronJob's zone).
+CRONJOB_SCHEDULED_TIMESTAMP = "batch.kubernetes.io/cronjob-scheduled-timestamp"
+# A CronJob's name leaves room for "-<minutes since the epoch>" in its Jobs' names (63 - 11).
+CRONJOB_NAME_MAX = 52
 
 
 class PodFailurePolicyOnExitCodesRequirement(KrayModel):
@@ -167,3 +174,96 @@ def parse_indexes(text: str | None) -> set[int]:
         lo, _, hi = part.partition("-")
         result.update(range(int(lo), int(hi or lo) + 1))
     return result
+
+
+# ---- CronJob ----
+
+
+class JobTemplateSpec(KrayModel):
+    metadata: ObjectMeta | None = None
+    spec: JobSpec
+
+
+class CronJobSpec(KrayModel):
+    schedule: str
+    time_zone: str | None = None
+    starting_deadline_seconds: int | None = Field(default=None, ge=0)
+    concurrency_policy: Literal["Allow", "Forbid", "Replace"] = "Allow"
+    suspend: bool = False
+    job_template: JobTemplateSpec
+    successful_jobs_history_limit: int = Field(default=3, ge=0)
+    failed_jobs_history_limit: int = Field(default=1, ge=0)
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        try:
+            cron.parse(value)
+        except cron.CronError as exc:
+            raise FieldValueError.one(invalid(value, str(exc))) from None
+        return value
+
+    @field_validator("time_zone")
+    @classmethod
+    def _time_zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if value == "":
+            raise FieldValueError.one(invalid(value, "timeZone must be nil or non-empty string"))
+        if value.lower() == "local":
+            detail = "timeZone must be an explicit time zone as defined in https://www.iana.org/time-zones"
+            raise FieldValueError.one(invalid(value, detail))
+        try:
+            cron.load_zone(value)
+        except cron.CronError as exc:
+            raise FieldValueError.one(invalid(value, str(exc))) from None
+        return value
+
+    @model_validator(mode="after")
+    def _zone_once(self) -> CronJobSpec:
+        if self.time_zone is not None and "TZ" in self.schedule:
+            detail = "cannot use both timeZone field and TZ or CRON_TZ in schedule"
+            raise FieldValueError.one(invalid(self.schedule, detail), path="schedule")
+        return self
+
+    def parsed_schedule(self) -> cron.Schedule:
+        """The schedule in its zone (``timeZone``, else a ``TZ=`` prefix, else UTC)."""
+        return cron.parse(self.schedule, self.time_zone)
+
+
+class CronJobStatus(KrayModel):
+    active: list[ObjectReference] | None = None
+    last_schedule_time: datetime | None = None
+    last_successful_time: datetime | None = None
+
+
+@kind
+class CronJob(Resource):
+    GROUP: ClassVar[str] = "batch"
+    VERSION: ClassVar[str] = "v1"
+    KIND: ClassVar[str] = "CronJob"
+    PLURAL: ClassVar[str] = "cronjobs"
+    SINGULAR: ClassVar[str] = "cronjob"
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ("cj",)
+    HAS_STATUS_SUBRESOURCE: ClassVar[bool] = True
+    # kubectl's columns. ACTIVE is a count in kubectl; a printer-column JSONPath cannot count,
+    # so it lists the active Jobs' names.
+    PRINTER_COLUMNS: ClassVar[tuple[PrinterColumn, ...]] = (
+        PrinterColumn(name="Schedule", type="string", json_path=".spec.schedule"),
+        PrinterColumn(name="Timezone", type="string", json_path=".spec.timeZone"),
+        PrinterColumn(name="Suspend", type="boolean", json_path=".spec.suspend"),
+        PrinterColumn(name="Active", type="string", json_path=".status.active[*].name"),
+        PrinterColumn(name="Last Schedule", type="date", json_path=".status.lastScheduleTime"),
+        PrinterColumn(name="Age", type="date", json_path=".metadata.creationTimestamp"),
+    )
+
+    spec: CronJobSpec
+    status: CronJobStatus | None = None
+
+    @model_validator(mode="after")
+    def _name_length(self) -> CronJob:
+        name = self.metadata.name or ""
+        if len(name) > CRONJOB_NAME_MAX:
+            detail = f"must be no more than {CRONJOB_NAME_MAX} characters"
+            raise FieldValueError.one(invalid(name, detail), path="metadata.name")
+        return self

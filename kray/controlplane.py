@@ -32,6 +32,7 @@ BUILTIN_CONTROLLERS = {
     "replicaset": "kray.actors.controllers.replicaset:build",
     "deployment": "kray.actors.controllers.deployment:build",
     "job": "kray.actors.controllers.job:setup",
+    "cronjob": "kray.actors.controllers.cronjob:setup",
     "garbage-collector": "kray.actors.controllers.garbagecollector:setup",
     "namespace": "kray.actors.controllers.namespace:setup",
     "node-lifecycle": "kray.actors.controllers.nodelifecycle:setup",
@@ -42,6 +43,7 @@ BUILTIN_CONTROLLERS = {
     "disruption": "kray.actors.controllers.disruption:setup",
     "resourcequota": "kray.actors.controllers.resourcequota:setup",
     "daemonset": "kray.actors.controllers.daemonset:setup",
+    "statefulset": "kray.actors.controllers.statefulset:setup",
     "persistentvolume": "kray.actors.controllers.persistentvolume:setup",
 }
 Log = Callable[[str], None]

@@ -26,6 +26,7 @@ def build_all(manager: Manager) -> None:
 def controller_manager(manager: Manager) -> None:
     """Every built-in controller in one manager: what `kray up` runs as kube-controller-manager."""
     from . import (
+        cronjob,
         daemonset,
         disruption,
         endpoints,
@@ -37,11 +38,13 @@ def controller_manager(manager: Manager) -> None:
         persistentvolume,
         podgroup,
         resourcequota,
+        statefulset,
         trainingjob,
     )
 
     build_all(manager)
     job.setup(manager)
+    cronjob.setup(manager)
     garbagecollector.setup(manager)
     namespace.setup(manager)
     nodelifecycle.setup(manager)
@@ -53,6 +56,7 @@ def controller_manager(manager: Manager) -> None:
     resourcequota.setup(manager)
     persistentvolume.setup(manager)
     daemonset.setup(manager)
+    statefulset.setup(manager)
 
 
 __all__ = ["build_all", "controller_manager"]

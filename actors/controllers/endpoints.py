@@ -57,10 +57,16 @@ def resolve_port(pod: Pod, port: ServicePort) -> int | None:
     return None
 
 
-def _address(pod: Pod) -> EndpointAddress:
+def _address(pod: Pod, service: Service) -> EndpointAddress:
     assert pod.status is not None and pod.status.pod_ip
     ref = ObjectReference(kind="Pod", namespace=pod.metadata.namespace, name=pod.metadata.name, uid=pod.metadata.uid)
-    return EndpointAddress(ip=pod.status.pod_ip, node_name=pod.spec.node_name, target_ref=ref)
+    # As kube's endpoints controller: a pod whose subdomain names this Service gets its hostname
+    # on the address, which is what DNS serves as <hostname>.<service>.<ns>.svc (StatefulSets).
+    spec = pod.spec
+    named = bool(spec.hostname) and spec.subdomain == service.metadata.name
+    same_ns = pod.metadata.namespace == service.metadata.namespace
+    hostname = spec.hostname if named and same_ns else None
+    return EndpointAddress(ip=pod.status.pod_ip, hostname=hostname, node_name=spec.node_name, target_ref=ref)
 
 
 def desired_subsets(service: Service, pods: Iterable[Pod]) -> list[EndpointSubset]:
@@ -80,7 +86,7 @@ def desired_subsets(service: Service, pods: Iterable[Pod]) -> list[EndpointSubse
         if ports and not resolved:
             continue  # none of the Service's ports exist on this pod
         ready, not_ready = groups.setdefault(tuple(resolved), ([], []))
-        (ready if publish or pod_is_ready(pod) else not_ready).append(_address(pod))
+        (ready if publish or pod_is_ready(pod) else not_ready).append(_address(pod, service))
     subsets: list[EndpointSubset] = []
     for key in sorted(groups):
         ready, not_ready = groups[key]

@@ -13,6 +13,9 @@ codec); serving is a plain asyncio datagram endpoint.
 Names served (``<domain>`` defaults to ``cluster.local``; the forms without it answer too):
 - ``<svc>.<ns>.svc.<domain>``: A = the ClusterIP; for a headless Service, the ready endpoint
   addresses; for ExternalName, a CNAME to the external name.
+- ``<hostname>.<svc>.<ns>.svc.<domain>``: for a headless Service, the ready endpoint addresses
+  whose ``hostname`` is ``<hostname>`` (a pod with ``spec.hostname`` and ``spec.subdomain=<svc>``,
+  e.g. a StatefulSet's ``web-0.web.default.svc.cluster.local``).
 - anything else under ``<domain>`` or ``svc``: NXDOMAIN; names outside: REFUSED (no
   recursion here; an upstream forwarder is a later addition).
 """
@@ -29,6 +32,7 @@ from dnslib import CNAME, QTYPE, RCODE, RR, A, DNSRecord  # type: ignore[import-
 
 from kray.actors.framework import Informer, ListWatcher
 from kray.crds.core import Endpoints, Service
+from kray.crds.core.service import EndpointAddress
 from kray.crds.registry import REGISTRY, Registry
 
 log = logging.getLogger(__name__)
@@ -52,8 +56,9 @@ class RecordTable:
         self.endpoints = endpoints
         self.domain = domain.strip(".").lower()
 
-    def _split(self, qname: str) -> tuple[str, str] | bool | None:
-        """(service, namespace) for a service name; True: ours but no such form; None: not ours."""
+    def _split(self, qname: str) -> tuple[str, str, str | None] | bool | None:
+        """(service, namespace, hostname or None) for a service or per-pod name; True: ours but no
+        such form; None: not ours."""
         name = qname.rstrip(".").lower()
         suffix = "." + self.domain
         if name.endswith(suffix):
@@ -62,7 +67,9 @@ class RecordTable:
             return None
         labels = name.split(".")
         if len(labels) == 3 and labels[2] == "svc":
-            return labels[0], labels[1]
+            return labels[0], labels[1], None
+        if len(labels) == 4 and labels[3] == "svc":
+            return labels[1], labels[2], labels[0]
         return True
 
     def lookup(self, qname: str) -> Answer | bool | None:
@@ -73,19 +80,28 @@ class RecordTable:
         if split is True:
             return False
         assert isinstance(split, tuple)
-        svc_name, ns = split
+        svc_name, ns, hostname = split
         svc = self.services.cache.get_by_name(ns, svc_name)
         if not isinstance(svc, Service):
             return False
         spec = svc.spec
+        headless = not spec.cluster_ip or spec.cluster_ip == "None"
+        if hostname is not None:
+            if spec.type == "ExternalName" or not headless:
+                return False  # per-pod names exist only under headless Services
+            ips = sorted({a.ip for a in self._addresses(ns, svc_name) if (a.hostname or "").lower() == hostname})
+            return Answer(ips) if ips else False
         if spec.type == "ExternalName" and spec.external_name:
             return Answer(cname=spec.external_name)
-        if spec.cluster_ip and spec.cluster_ip != "None":
+        if spec.cluster_ip and not headless:
             return Answer([spec.cluster_ip])
+        return Answer(sorted({a.ip for a in self._addresses(ns, svc_name)}))
+
+    def _addresses(self, ns: str, svc_name: str) -> list[EndpointAddress]:
+        """The Service's ready endpoint addresses (not-ready ones are not served)."""
         ep = self.endpoints.cache.get_by_name(ns, svc_name)
         subsets = (ep.subsets if isinstance(ep, Endpoints) else None) or ()
-        ips = sorted({a.ip for s in subsets for a in s.addresses or ()})
-        return Answer(ips)
+        return [a for s in subsets for a in s.addresses or ()]
 
 
 class DnsServer(asyncio.DatagramProtocol):

@@ -1,10 +1,10 @@
 """kubectl's columns for the kinds added after the first ones: TrainingJob, ResourceQuota,
-PodDisruptionBudget, PersistentVolume, PersistentVolumeClaim, StorageClass (registered into
-printers.COLUMNS and printers.NAMES when printers is imported)."""
+PodDisruptionBudget, PersistentVolume, PersistentVolumeClaim, StorageClass, StatefulSet,
+DaemonSet, CronJob (registered into printers.COLUMNS and printers.NAMES when printers is imported)."""
 
 from __future__ import annotations
 
-from .printers import COLUMNS, NAMES, NONE, Obj, _age
+from .printers import COLUMNS, NAMES, NONE, Obj, _age, age
 
 
 def _trainingjob_row(tj: Obj, wide: bool) -> list[str]:
@@ -130,3 +130,64 @@ COLUMNS[("storage.k8s.io", "storageclasses")] = (
     _storageclass_row,
 )
 NAMES[("storage.k8s.io", "storageclasses")] = storage_class_name
+
+
+def _containers(obj: Obj) -> list[str]:
+    """-o wide's CONTAINERS and IMAGES of a workload's pod template."""
+    containers = ((((obj.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers")) or []
+    return [",".join(c.get("name", "") for c in containers), ",".join(c.get("image", "") for c in containers)]
+
+
+def _selector(obj: Obj) -> str:
+    labels = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or NONE
+
+
+def _statefulset_row(sts: Obj, wide: bool) -> list[str]:
+    spec, status = sts.get("spec") or {}, sts.get("status") or {}
+    replicas = spec.get("replicas", 1)
+    return [f"{status.get('readyReplicas') or 0}/{replicas}", _age(sts), *(_containers(sts) if wide else [])]
+
+
+def _daemonset_row(ds: Obj, wide: bool) -> list[str]:
+    status = ds.get("status") or {}
+    node_selector = (((ds.get("spec") or {}).get("template") or {}).get("spec") or {}).get("nodeSelector") or {}
+    row = [
+        str(status.get(key) or 0)
+        for key in ("desiredNumberScheduled", "currentNumberScheduled", "numberReady", "updatedNumberScheduled")
+    ]
+    row += [str(status.get("numberAvailable") or 0)]
+    row += [",".join(f"{k}={v}" for k, v in sorted(node_selector.items())) or NONE, _age(ds)]
+    return row + ([*_containers(ds), _selector(ds)] if wide else [])
+
+
+COLUMNS[("apps", "statefulsets")] = (["READY", "AGE"], ["CONTAINERS", "IMAGES"], _statefulset_row)
+COLUMNS[("apps", "daemonsets")] = (
+    ["DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE", "NODE SELECTOR", "AGE"],
+    ["CONTAINERS", "IMAGES", "SELECTOR"],
+    _daemonset_row,
+)
+
+
+def _cronjob_row(cj: Obj, wide: bool) -> list[str]:
+    spec, status = cj.get("spec") or {}, cj.get("status") or {}
+    last = status.get("lastScheduleTime")
+    row = [
+        spec.get("schedule") or "",
+        spec.get("timeZone") or NONE,
+        "True" if spec.get("suspend") else "False",
+        str(len(status.get("active") or [])),
+        age(last) if last else NONE,
+        _age(cj),
+    ]
+    if wide:
+        job_spec = (spec.get("jobTemplate") or {}).get("spec") or {}
+        row += [*_containers({"spec": {"template": job_spec.get("template") or {}}}), _selector({"spec": job_spec})]
+    return row
+
+
+COLUMNS[("batch", "cronjobs")] = (
+    ["SCHEDULE", "TIMEZONE", "SUSPEND", "ACTIVE", "LAST SCHEDULE", "AGE"],
+    ["CONTAINERS", "IMAGES", "SELECTOR"],
+    _cronjob_row,
+)

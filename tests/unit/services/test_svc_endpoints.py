@@ -203,3 +203,20 @@ async def test_service_without_selector_is_left_alone(env: tuple[Manager, AsyncC
         await asyncio.sleep(0.005)
     s = await subsets(client, "ext")
     assert s is not None and ips(s[0]) == ["192.0.2.1"]
+
+
+def test_a_pod_whose_subdomain_names_the_service_gets_its_hostname_on_the_address() -> None:
+    def pod(name: str, **spec: Any) -> Pod:
+        return Pod.model_validate(
+            {
+                "metadata": {"name": name, "namespace": NS, "labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "c", "image": "i"}], **spec},
+                "status": {"podIP": f"10.0.0.{len(name)}", "phase": "Running",
+                           "conditions": [{"type": "Ready", "status": "True"}]},
+            }
+        )  # fmt: skip
+
+    svc = service("web", {"app": "web"}, [{"port": 80}], clusterIP="None")
+    pods = [pod("web-0", hostname="web-0", subdomain="web"), pod("other-1", hostname="x", subdomain="elsewhere")]
+    [subset] = epctl.desired_subsets(svc, pods)
+    assert {a.target_ref.name: a.hostname for a in subset.addresses or []} == {"web-0": "web-0", "other-1": None}

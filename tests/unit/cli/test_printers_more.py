@@ -1,4 +1,4 @@
-"""kubectl's columns for PVs, PVCs and StorageClasses (kray/cli/printers_more.py)."""
+"""kubectl's columns for the later kinds: PVs, PVCs, StorageClasses, StatefulSets, DaemonSets, CronJobs."""
 
 from __future__ import annotations
 
@@ -53,3 +53,29 @@ def test_pv_pvc_and_storageclass_rows() -> None:
     }  # fmt: skip
     header, [row] = table_rows(ref("storage.k8s.io", "storageclasses", "StorageClass", False), [SC])
     assert row[:5] == ["local-path (default)", "kray.io/local-path", "Delete", "WaitForFirstConsumer", "false"]
+
+
+def test_statefulset_and_daemonset_rows() -> None:
+    template = {"spec": {"containers": [{"name": "app", "image": "busybox"}], "nodeSelector": {"gpu": "a100"}}}
+    sts = {"metadata": {"name": "web"}, "spec": {"replicas": 3, "template": template}, "status": {"readyReplicas": 2}}
+    header, [row] = table_rows(ref("apps", "statefulsets", "StatefulSet", True), [sts], wide=True)
+    assert (
+        header == ["NAME", "READY", "AGE", "CONTAINERS", "IMAGES"] and row[1] == "2/3" and row[3:] == ["app", "busybox"]
+    )
+    status = {"desiredNumberScheduled": 4, "currentNumberScheduled": 4, "numberReady": 3, "updatedNumberScheduled": 2,
+              "numberAvailable": 3}  # fmt: skip
+    ds = {"metadata": {"name": "agent"}, "spec": {"template": template, "selector": {"matchLabels": {"a": "b"}}},
+          "status": status}  # fmt: skip
+    header, [row] = table_rows(ref("apps", "daemonsets", "DaemonSet", True), [ds], wide=True)
+    assert row[1:7] == ["4", "4", "3", "2", "3", "gpu=a100"] and row[-1] == "a=b"
+
+
+def test_cronjob_row_counts_active_jobs() -> None:
+    cj = {
+        "metadata": {"name": "nightly"},
+        "spec": {"schedule": "0 3 * * *", "timeZone": "Europe/Paris", "suspend": True, "jobTemplate": {"spec": {}}},
+        "status": {"active": [{"name": "nightly-1"}, {"name": "nightly-2"}]},
+    }
+    header, [row] = table_rows(ref("batch", "cronjobs", "CronJob", True), [cj])
+    assert header[1:6] == ["SCHEDULE", "TIMEZONE", "SUSPEND", "ACTIVE", "LAST SCHEDULE"]
+    assert row[1:6] == ["0 3 * * *", "Europe/Paris", "True", "2", "<none>"]

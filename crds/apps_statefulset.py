@@ -8,7 +8,7 @@ in ``status.currentRevision``/``updateRevision`` and on each pod's ``controller-
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -66,6 +66,14 @@ class StatefulSetOrdinals(KrayModel):
     start: int = Field(default=0, ge=0)
 
 
+CLAIM_STAND_IN = "x-kray-claim-template"  # marks the stand-in volumes `_claim_volumes` adds
+
+
+def _stand_in(volume: Any) -> bool:
+    source = volume.persistent_volume_claim
+    return source is not None and bool((source.model_extra or {}).get(CLAIM_STAND_IN))
+
+
 class StatefulSetSpec(KrayModel):
     replicas: int = Field(default=1, ge=0)
     selector: LabelSelector
@@ -81,8 +89,34 @@ class StatefulSetSpec(KrayModel):
     )
     ordinals: StatefulSetOrdinals | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _claim_volumes(cls, data: Any) -> Any:
+        """The template's containers may mount a volumeClaimTemplate by name (the controller
+        adds the volume to each pod), so the pod template is validated with a stand-in volume
+        for each claim template; `_check` takes the stand-ins out again."""
+        if not isinstance(data, dict):
+            return data
+        claims = data.get("volumeClaimTemplates", data.get("volume_claim_templates")) or []
+        template = data.get("template")
+        if not claims or not isinstance(template, dict) or not isinstance(template.get("spec"), dict):
+            return data
+        spec = dict(template["spec"])
+        volumes = list(spec.get("volumes") or [])
+        have = {v.get("name") for v in volumes if isinstance(v, dict)}
+        for claim in claims:
+            name = ((claim.get("metadata") or {}).get("name") if isinstance(claim, dict) else None) or ""
+            if name and name not in have:
+                volumes.append({"name": name, "persistentVolumeClaim": {"claimName": name, CLAIM_STAND_IN: True}})
+        spec["volumes"] = volumes
+        return {**data, "template": {**template, "spec": spec}}
+
     @model_validator(mode="after")
     def _check(self) -> StatefulSetSpec:
+        volumes = self.template.spec.volumes
+        if volumes is not None:
+            kept = [v for v in volumes if not _stand_in(v)]
+            self.template.spec.volumes = kept or None
         errors: list[tuple[str, str, str]] = []
         if not self.selector.match_labels and not self.selector.match_expressions:
             errors.append(("selector", "Invalid value: empty selector is invalid for statefulset", _BAD))

@@ -116,6 +116,17 @@ def new_pod(sts: StatefulSet, ordinal: int, revision: str) -> Pod:
     template = sts.spec.template
     meta = template.metadata or ObjectMeta()
     name = pod_name(sts, ordinal)
+    # The claim volumes go in before the Pod is built: its containers may mount them by name.
+    spec = template.spec.model_copy(deep=True)
+    claims = new_claims(sts, ordinal)
+    volumes = [
+        Volume(name=vol, persistent_volume_claim=PersistentVolumeClaimVolumeSource(claim_name=c.name))
+        for vol, c in claims.items()
+    ]
+    volumes += [v for v in spec.volumes or () if v.name not in claims]
+    spec.volumes = volumes or None
+    spec.hostname = name
+    spec.subdomain = sts.spec.service_name or None
     pod = Pod(
         metadata=ObjectMeta(
             name=name,
@@ -128,18 +139,9 @@ def new_pod(sts: StatefulSet, ordinal: int, revision: str) -> Pod:
             },
             annotations=dict(meta.annotations or {}) or None,
         ),
-        spec=template.spec.model_copy(deep=True),
+        spec=spec,
     )
     set_controller_reference(sts, pod)
-    pod.spec.hostname = name
-    pod.spec.subdomain = sts.spec.service_name or None
-    claims = new_claims(sts, ordinal)
-    volumes = [
-        Volume(name=vol, persistent_volume_claim=PersistentVolumeClaimVolumeSource(claim_name=c.name))
-        for vol, c in claims.items()
-    ]
-    volumes += [v for v in pod.spec.volumes or () if v.name not in claims]
-    pod.spec.volumes = volumes or None
     return pod
 
 

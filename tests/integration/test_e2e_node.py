@@ -233,7 +233,29 @@ def volume_outlives_its_pods(env: dict[str, str], tmp_path: Path) -> None:
     assert kray(env, "delete", "pvc", "ckpt").returncode == 0
     gone = ["get", "pv", pv["metadata"]["name"]]
     wait_for("the PV and its folder gone", lambda: not folder.exists() and kray(env, *gone).returncode != 0, 60)
+    statefulset_with_claims_and_dns(env, tmp_path)
     assert kray(env, "delete", "storageclass", "scratch").returncode == 0
+
+
+def statefulset_with_claims_and_dns(env: dict[str, str], tmp_path: Path) -> None:
+    """A StatefulSet of 2 behind a headless Service: web-0 then web-1 (OrderedReady), a claim each
+    from volumeClaimTemplates, and web-1 resolving web-0.web.default.svc to web-0's pod IP."""
+    (tmp_path / "sts.yaml").write_text(STATEFULSET)
+    assert kray(env, "apply", "-f", str(tmp_path / "sts.yaml")).returncode == 0
+    ready = ["get", "sts", "web", "-o", "jsonpath={.status.readyReplicas}"]
+    wait_for("StatefulSet web 2/2 ready", lambda: kray(env, *ready).stdout == "2")
+    web0, web1 = pod_json(env, "web-0"), pod_json(env, "web-1")
+    assert web0["status"]["startTime"] <= web1["status"]["startTime"]
+    claims = json.loads(kray(env, "get", "pvc", "-o", "json").stdout)["items"]
+    assert sorted(c["metadata"]["name"] for c in claims) == ["data-web-0", "data-web-1"]
+    assert all(c["status"]["phase"] == "Bound" for c in claims)
+    ip0 = web0["status"]["podIP"]
+    wait_for("web-1 resolving web-0", lambda: f"web-0 is {ip0}" in kray(env, "logs", "web-1").stdout, 60)
+    assert kray(env, "delete", "sts", "web").returncode == 0
+    assert kray(env, "delete", "svc", "web").returncode == 0
+    wait_for("web pods gone", lambda: "web-" not in kray(env, "get", "pods").stdout, 60)
+    for claim in ("data-web-0", "data-web-1"):  # retained by default, as Kubernetes: deleted by hand
+        assert kray(env, "delete", "pvc", claim).returncode == 0
 
 
 def fetch_forwarded(env: dict[str, str], pod: str, ports: str, request: bytes) -> bytes:
@@ -298,6 +320,44 @@ spec:
     command: [cat, /ckpt/state]
     volumeMounts: [{{name: ckpt, mountPath: /ckpt, readOnly: true}}]
   volumes: [{{name: ckpt, persistentVolumeClaim: {{claimName: ckpt}}}}]
+"""
+STATEFULSET = """
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec: {clusterIP: None, selector: {app: web}, ports: [{port: 80}]}
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: web}
+spec:
+  serviceName: web
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: main
+        image: busybox:latest
+        command:
+        - sh
+        - -c
+        - |
+          hostname > /data/who
+          if [ "$(hostname)" = web-1 ]; then
+            for i in $(seq 60); do
+              ip=$(nslookup web-0.web.default.svc.cluster.local 2>/dev/null | awk '/^Address/ {a=$NF} END {print a}')
+              case "$ip" in *.*.*.*) echo "web-0 is $ip"; break;; esac
+              sleep 0.5
+            done
+          fi
+          exec sleep 3600
+        volumeMounts: [{name: data, mountPath: /data}]
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec: {storageClassName: scratch, accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
 """
 PODS = """
 apiVersion: v1

@@ -368,3 +368,31 @@ def test_pod_name_parsing() -> None:
     assert parent_and_ordinal("web-12") == ("web", 12)
     assert parent_and_ordinal("my-db-0") == ("my-db", 0)
     assert parent_and_ordinal("web") is None and parent_and_ordinal("web-x") is None
+
+
+def test_new_pod_mounts_its_claim_template_volume() -> None:
+    """The template's container mounts the claim template by name: the pod gets the claim."""
+    from kray.actors.controllers.statefulset_pods import new_pod
+    from kray.crds.apps_statefulset import StatefulSet
+
+    sts = StatefulSet.model_validate(
+        {
+            "metadata": {"name": "db", "namespace": "ns", "uid": "u-1"},
+            "spec": {
+                "serviceName": "db",
+                "selector": {"matchLabels": {"app": "db"}},
+                "template": {
+                    "metadata": {"labels": {"app": "db"}},
+                    "spec": {"containers": [{"name": "c", "image": "i",
+                                             "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]},
+                },
+                "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {
+                    "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}],
+            },
+        }
+    )  # fmt: skip
+    pod = new_pod(sts, 2, "db-abc")
+    [volume] = pod.spec.volumes or []
+    assert volume.name == "data" and volume.persistent_volume_claim is not None
+    assert volume.persistent_volume_claim.claim_name == "data-db-2"
+    assert (pod.spec.hostname, pod.spec.subdomain) == ("db-2", "db")

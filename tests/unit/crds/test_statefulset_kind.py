@@ -83,3 +83,28 @@ def test_table_columns_ready_and_age() -> None:
     names = [c["name"] for c in out["columnDefinitions"]]
     assert names == ["Name", "Ready", "Replicas", "Age"]
     assert out["rows"][0]["cells"] == ["web", 2, 3, "2024-01-01T00:00:00Z"]
+
+
+def test_containers_may_mount_a_claim_template_which_is_not_stored_as_a_volume() -> None:
+    from kray.crds.apps_statefulset import StatefulSet
+
+    mount = {"name": "data", "mountPath": "/data"}
+    body = {
+        "metadata": {"name": "web", "namespace": "d"},
+        "spec": {
+            "selector": {"matchLabels": {"a": "b"}},
+            "template": {
+                "metadata": {"labels": {"a": "b"}},
+                "spec": {"containers": [{"name": "c", "image": "i", "volumeMounts": [mount]}]},
+            },
+            "volumeClaimTemplates": [
+                {"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"],
+                                                        "resources": {"requests": {"storage": "1Gi"}}}}
+            ],
+        },
+    }  # fmt: skip
+    sts = StatefulSet.model_validate(body)
+    assert "volumes" not in sts.to_dict()["spec"]["template"]["spec"]
+    mount["name"] = "nope"
+    with pytest.raises(ValueError, match=r'volumeMounts\[0\].name: Not found: "nope"'):
+        StatefulSet.model_validate(body)

@@ -325,8 +325,9 @@ def _call_each(prefix: str, method: str, timeout: float) -> dict[str, Any]:
 
 def remove_all(log: Log) -> None:
     """Tear down every kray actor in this Ray cluster: the node agent first (it would redeploy
-    what goes next), then the nodes (their pods go with them), their proxies (nftables tables and
-    routes) and DNS servers, and the control plane, the API server last."""
+    what goes next), the controllers and schedulers (they would make and place new pods), then
+    the nodes (their pods go with them), their proxies (nftables tables and routes) and DNS
+    servers, and the rest of the control plane, the API server last."""
     import ray
 
     from kray.actors.nodeagent.actor import ACTOR_NAME as NODE_AGENT
@@ -334,6 +335,13 @@ def remove_all(log: Log) -> None:
     with contextlib.suppress(ValueError):
         ray.kill(ray.get_actor(NODE_AGENT, namespace=RAY_NAMESPACE), no_restart=True)
         log(f"removed actor {NODE_AGENT}")
+    # Then the controllers and schedulers: a StatefulSet, DaemonSet or ReplicaSet controller still
+    # running would make new pods, and a scheduler bind them, while the nodes tear theirs down.
+    for name in (i["name"] for i in _kray_actors()):
+        if name.startswith(("kray-controller-", "kray-scheduler")):
+            with contextlib.suppress(ValueError):
+                ray.kill(ray.get_actor(name, namespace=RAY_NAMESPACE), no_restart=True)
+                log(f"removed actor {name}")
     for name, done in _call_each("kray-kubelet-", "teardown", 120).items():
         node = name.removeprefix("kray-kubelet-")
         if isinstance(done, Exception):

@@ -107,3 +107,11 @@ def leftovers(prefixes: set[str] | None = None, roots: list[Path] | None = None)
     found += _oci_containers(roots or [])
     found += _processes(prefixes)
     return found
+
+
+def default_prefix_netns() -> set[str]:
+    """Pod netns of a node with kray's default prefix (`kray` + a 32-hex sandbox id), which the
+    tests that run a plain `kray up` use: they compare these before and after `kray down`."""
+    if not NETNS_DIR.is_dir():
+        return set()
+    return {n for n in os.listdir(NETNS_DIR) if n.startswith("kray") and len(n) == 36 and n[4:].isalnum()}

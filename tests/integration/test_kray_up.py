@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from kray.etcd_server import free_port
+from tests.leftovers import default_prefix_netns
 
 pytestmark = [pytest.mark.ray, pytest.mark.etcd, pytest.mark.slow]
 KRAY = str(Path(sys.executable).with_name("kray"))
@@ -63,6 +64,7 @@ def test_up_apply_get_restart_down(ray_cluster: str, etcd_endpoint: str, tmp_pat
     }
     env.pop("KRAY_SERVER", None)
     env.pop("KRAY_TOKEN", None)
+    netns_before = default_prefix_netns()
     port = free_port()
     up_args = ["up", "--ray-address", ray_cluster, "--etcd", etcd_endpoint, "--port", str(port),
                "--service-cidr", SERVICE_CIDR]  # fmt: skip
@@ -119,6 +121,8 @@ def test_up_apply_get_restart_down(ray_cluster: str, etcd_endpoint: str, tmp_pat
     finally:
         down = run(["down"], env)
         assert down.returncode == 0, down.stderr
+    left = default_prefix_netns() - netns_before
+    assert not left, f"`kray down` left pod network namespaces: {sorted(left)}"
     with pytest.raises(ValueError):
         ray.get_actor(APISERVER_ACTOR, namespace=RAY_NAMESPACE)
     # The joined Ray cluster and the user's etcd are left running.

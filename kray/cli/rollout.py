@@ -1,4 +1,6 @@
-"""``kray rollout status|history|undo|restart deploy/NAME`` (kubectl's rollout, for Deployments).
+"""``kray rollout status|history|undo|restart deploy/NAME`` (kubectl's rollout). ``status`` and
+``restart`` also take ``ds/NAME`` and ``sts/NAME``; history and undo need the ReplicaSets that
+only Deployments have (kray keeps no ControllerRevisions).
 
 The decisions are pure functions (``status_message``, ``rollback_target``) so tests can use them
 without a terminal; the click commands only read, write and print.
@@ -24,19 +26,82 @@ RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 CHANGE_CAUSE = "kubernetes.io/change-cause"
 
 
-def parse_target(args: tuple[str, ...]) -> str:
-    """``deploy/web``, ``deployment/web`` or ``deployment web`` -> ``web``."""
+KINDS = {
+    "deployments": ("deploy", "deployment", "deployments"),
+    "daemonsets": ("ds", "daemonset", "daemonsets"),
+    "statefulsets": ("sts", "statefulset", "statefulsets"),
+}
+
+
+def parse_kind_target(args: tuple[str, ...]) -> tuple[str, str]:
+    """``deploy/web``, ``ds/agent``, ``statefulset db`` -> (plural, name)."""
     if len(args) == 1 and "/" in args[0]:
         kind, _, name = args[0].partition("/")
     elif len(args) == 2:
         kind, name = args
     else:
-        raise CliError("expected deploy/NAME (or: deployment NAME)")
-    if kind.lower() not in ("deploy", "deployment", "deployments", "deployment.apps", "deployments.apps"):
-        raise CliError(f'rollout is supported for deployments, not "{kind}"')
+        raise CliError("expected KIND/NAME: deploy/NAME, ds/NAME or sts/NAME")
+    bare = kind.lower().removesuffix(".apps")
+    plural = next((p for p, names in KINDS.items() if bare in names), None)
+    if plural is None:
+        raise CliError(f'rollout is supported for deployments, daemonsets and statefulsets, not "{kind}"')
     if not name:
-        raise CliError("a deployment name is required")
+        raise CliError(f"a {plural[:-1]} name is required")
+    return plural, name
+
+
+def parse_target(args: tuple[str, ...]) -> str:
+    """``deploy/web``, ``deployment/web`` or ``deployment web`` -> ``web`` (Deployments only)."""
+    plural, name = parse_kind_target(args)
+    if plural != "deployments":
+        raise CliError(f"rollout history and undo need a Deployment's ReplicaSets; {plural} keep no revisions here")
     return name
+
+
+def daemonset_status(ds: dict[str, Any]) -> tuple[str, bool]:
+    """kubectl's DaemonSetStatusViewer on the wire form: (message, done)."""
+    name, spec, status = ds["metadata"]["name"], ds.get("spec") or {}, ds.get("status") or {}
+    if (spec.get("updateStrategy") or {}).get("type", "RollingUpdate") != "RollingUpdate":
+        raise CliError("rollout status is only available for RollingUpdate strategy type")
+    if (ds["metadata"].get("generation") or 0) > (status.get("observedGeneration") or 0):
+        return "Waiting for daemon set spec update to be observed...", False
+    desired, updated = status.get("desiredNumberScheduled") or 0, status.get("updatedNumberScheduled") or 0
+    available = status.get("numberAvailable") or 0
+    waiting = f'Waiting for daemon set "{name}" rollout to finish: '
+    if updated < desired:
+        return f"{waiting}{updated} out of {desired} new pods have been updated...", False
+    if available < desired:
+        return f"{waiting}{available} of {desired} updated pods are available...", False
+    return f'daemon set "{name}" successfully rolled out', True
+
+
+def statefulset_status(sts: dict[str, Any]) -> tuple[str, bool]:
+    """kubectl's StatefulSetStatusViewer on the wire form: (message, done)."""
+    spec, status = sts.get("spec") or {}, sts.get("status") or {}
+    strategy = spec.get("updateStrategy") or {}
+    if strategy.get("type", "RollingUpdate") != "RollingUpdate":
+        raise CliError("rollout status is only available for RollingUpdate strategy type")
+    observed = status.get("observedGeneration") or 0
+    if not observed or (sts["metadata"].get("generation") or 0) > observed:
+        return "Waiting for statefulset spec update to be observed...", False
+    replicas, ready = spec.get("replicas", 1), status.get("readyReplicas") or 0
+    if ready < replicas:
+        return f"Waiting for {replicas - ready} pods to be ready...", False
+    updated = status.get("updatedReplicas") or 0
+    partition = (strategy.get("rollingUpdate") or {}).get("partition")
+    if partition:
+        if updated < replicas - partition:
+            return (
+                f"Waiting for partitioned roll out to finish: {updated} out of {replicas - partition} new pods "
+                "have been updated...",
+                False,
+            )
+        return f"partitioned roll out complete: {updated} new pods have been updated...", True
+    if status.get("updateRevision") != status.get("currentRevision"):
+        revision = status.get("updateRevision")
+        return f"waiting for statefulset rolling update to complete {updated} pods at revision {revision}...", False
+    current, revision = status.get("currentReplicas") or 0, status.get("currentRevision")
+    return f"statefulset rolling update complete {current} pods at revision {revision}...", True
 
 
 def status_message(d: Deployment) -> tuple[str, bool]:
@@ -118,7 +183,7 @@ _target = click.argument("target", nargs=-1, required=True)
 
 @click.group("rollout")
 def rollout_cmd() -> None:
-    """Manage the rollout of a Deployment."""
+    """Manage the rollout of a Deployment, DaemonSet or StatefulSet."""
 
 
 @rollout_cmd.command("status")
@@ -131,12 +196,16 @@ def status_cmd(target: tuple[str, ...], namespace: str, watch: bool, timeout: fl
     import kray.crds  # noqa: F401
     from kray.crds.apps import Deployment
 
-    name = parse_target(target)
+    plural, name = parse_kind_target(target)
     deadline = time.monotonic() + timeout if timeout > 0 else None
     last = None
     with make_client() as client:
         while True:
-            message, done = status_message(client.get(Deployment, name, namespace))
+            if plural == "deployments":
+                message, done = status_message(client.get(Deployment, name, namespace))
+            else:
+                raw = client.get_raw(client.resolve(f"{plural}.apps"), name, namespace)
+                message, done = (daemonset_status if plural == "daemonsets" else statefulset_status)(raw)
             if message != last:
                 click.echo(message)
                 last = message
@@ -199,11 +268,10 @@ def undo_cmd(target: tuple[str, ...], namespace: str, to_revision: int) -> None:
 def restart_cmd(target: tuple[str, ...], namespace: str) -> None:
     """Restart all pods (a new rollout, by stamping the template)."""
     import kray.crds  # noqa: F401
-    from kray.crds.apps import Deployment
 
-    name = parse_target(target)
+    plural, name = parse_kind_target(target)
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     patch: dict[str, Any] = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}}
     with make_client() as client:
-        client.patch(Deployment, name, patch, namespace)
-    click.echo(f"deployment.apps/{name} restarted")
+        client.patch_raw(client.resolve(f"{plural}.apps"), name, patch, namespace)
+    click.echo(f"{plural[:-1]}.apps/{name} restarted")

@@ -15,9 +15,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from kray.actors.framework.informer import FuncHandler
 from kray.actors.framework.ports import Clock
-from kray.actors.framework.reconciler import controller_of
 from kray.crds.apps_daemonset import CONTROLLER_REVISION_HASH, POD_TEMPLATE_GENERATION, DaemonSet
 from kray.crds.core import Node, Pod, Toleration
 from kray.crds.core.pod import PodSpec, PodTemplateSpec
@@ -29,7 +27,7 @@ from kray.crds.core.scheduling import (
     NodeSelectorTerm,
     tolerates_all,
 )
-from kray.crds.meta import ObjectMeta, Resource
+from kray.crds.meta import ObjectMeta
 
 from .podutil import pod_from_template
 from .replicaset import Expectations, _Expected
@@ -240,37 +238,7 @@ class DaemonSetExpectations(Expectations):
     """The ReplicaSet controller's expectations, set for creates and deletes at once (kube's
     ``SetExpectations(key, adds, dels)``) and fed by the pods DaemonSets control."""
 
+    owner_kind = DaemonSet.KIND
+
     def expect(self, key: str, adds: int, deletes: list[str]) -> None:
         self._by_key[key] = _Expected(adds, set(deletes), self.clock.monotonic())
-
-    def handler(self) -> FuncHandler:
-        def owner_key(pod: Resource) -> str | None:
-            ref = controller_of(pod)
-            if ref is None or ref.kind != DaemonSet.KIND or not ref.api_version.startswith("apps/"):
-                return None
-            return f"{pod.metadata.namespace}/{ref.name}"
-
-        def on_add(pod: Resource) -> None:
-            key = owner_key(pod)
-            if key is None:
-                return
-            if pod.metadata.deletion_timestamp is not None:
-                self.deletion_observed(key, pod.name)
-            else:
-                self.creation_observed(key)
-
-        def on_update(old: Resource, new: Resource) -> None:
-            key = owner_key(new)
-            if (
-                key is not None
-                and new.metadata.deletion_timestamp is not None
-                and old.metadata.deletion_timestamp is None
-            ):
-                self.deletion_observed(key, new.name)
-
-        def on_delete(pod: Resource) -> None:
-            key = owner_key(pod)
-            if key is not None:
-                self.deletion_observed(key, pod.name)
-
-        return FuncHandler(add=on_add, update=on_update, delete=on_delete)

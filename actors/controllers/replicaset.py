@@ -62,8 +62,11 @@ class Expectations:
     """Kube's UIDTrackingControllerExpectations: creates by count, deletes by pod name.
 
     Deletes are tracked by name because a graceful delete is seen twice (deletionTimestamp set,
-    then the DELETED event) and must be counted once.
+    then the DELETED event) and must be counted once. ``owner_kind``: the apps/v1 kind whose pods
+    feed these expectations (the DaemonSet controller reuses them).
     """
+
+    owner_kind = "ReplicaSet"
 
     def __init__(self, clock: Clock | None = None, timeout: float = EXPECTATIONS_TIMEOUT) -> None:
         self.clock: Clock = clock or SystemClock()
@@ -107,7 +110,7 @@ class Expectations:
     def handler(self) -> FuncHandler:
         def owner_key(pod: Resource) -> str | None:
             ref = controller_of(pod)
-            if ref is None or ref.kind != "ReplicaSet" or not ref.api_version.startswith("apps/"):
+            if ref is None or ref.kind != self.owner_kind or not ref.api_version.startswith("apps/"):
                 return None
             return f"{pod.metadata.namespace}/{ref.name}"
 

@@ -49,6 +49,7 @@ def _file_name(p: Planned) -> str:
 def _pairs(files: tuple[str, ...], recursive: bool, namespace: str | None) -> list[tuple[str, str, str]]:
     """(file name, live YAML, merged YAML) per manifest."""
     from kray.client import NotFound
+    from kray.client.ops import merge_for_apply
 
     from .common import make_client
 
@@ -57,11 +58,18 @@ def _pairs(files: tuple[str, ...], recursive: bool, namespace: str | None) -> li
     with make_client() as client:
         for p in plan(client, manifests, namespace, need_name=True):
             ns = p.manifest.obj["metadata"].get("namespace")
+            # What apply would do (create, or PUT the merge), sent as a dry run: one read, at
+            # most one write, and nothing written when the live object already matches.
+            obj = p.manifest.obj
             try:
                 live: dict[str, Any] | None = client.get_raw(p.ref, p.manifest.name, ns)
             except NotFound:
                 live = None
-            merged = client.apply_raw(p.manifest.obj, p.ref, dry_run=True).object
+            if live is None:
+                merged = client.create_raw(obj, p.ref, dry_run=True)
+            else:
+                change = merge_for_apply(live, obj)
+                merged = live if change is None else client.update_raw(change, p.ref, dry_run=True)
             out.append((_file_name(p), _yaml(live), _yaml(merged)))
     return out
 

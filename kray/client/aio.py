@@ -167,10 +167,12 @@ class AsyncClient(ClientBase):
         ns = ops.namespace_for(r, namespace or ops.obj_namespace(obj), self.namespace)
         return await self.request(ops.create_request(r, obj, ns, dry_run))
 
-    async def update_raw(self, obj: Raw, ref: RefArg | None = None, subresource: str | None = None) -> Raw:
+    async def update_raw(
+        self, obj: Raw, ref: RefArg | None = None, subresource: str | None = None, *, dry_run: bool = False
+    ) -> Raw:
         r = await self._ref_for_obj(obj, ref)
         ns = ops.namespace_for(r, ops.obj_namespace(obj), self.namespace)
-        return await self.request(ops.update_request(r, obj, ns, subresource))
+        return await self.request(ops.update_request(r, obj, ns, subresource, dry_run))
 
     async def patch_raw(
         self,

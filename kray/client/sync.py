@@ -165,10 +165,12 @@ class Client(ClientBase):
         ns = ops.namespace_for(r, namespace or ops.obj_namespace(obj), self.namespace)
         return self.request(ops.create_request(r, obj, ns, dry_run))
 
-    def update_raw(self, obj: Raw, ref: RefArg | None = None, subresource: str | None = None) -> Raw:
+    def update_raw(
+        self, obj: Raw, ref: RefArg | None = None, subresource: str | None = None, *, dry_run: bool = False
+    ) -> Raw:
         r = self._ref_for_obj(obj, ref)
         ns = ops.namespace_for(r, ops.obj_namespace(obj), self.namespace)
-        return self.request(ops.update_request(r, obj, ns, subresource))
+        return self.request(ops.update_request(r, obj, ns, subresource, dry_run))
 
     def patch_raw(
         self,

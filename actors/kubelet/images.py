@@ -58,9 +58,10 @@ class _Entry:
 
     def matches(self, ref: ImageReference) -> bool:
         host, port = _host_port(ref.domain)
-        if host.split(".").__len__() != self.host.split(".").__len__():
+        labels, patterns = host.split("."), self.host.split(".")
+        if len(labels) != len(patterns):
             return False
-        labels_ok = all(fnmatch.fnmatchcase(h, p) for h, p in zip(host.split("."), self.host.split("."), strict=True))
+        labels_ok = all(fnmatch.fnmatchcase(h, p) for h, p in zip(labels, patterns, strict=True))
         path_ok = not self.path or ref.path == self.path or ref.path.startswith(self.path + "/")
         return labels_ok and port == self.port and path_ok
 

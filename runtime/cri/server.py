@@ -319,7 +319,9 @@ class ImageServicer(pbg.ImageServiceServicer):
     @rpc
     def PullImage(self, request: pb.PullImageRequest, context: Any) -> pb.PullImageResponse:
         a = request.auth
-        creds = Credentials.from_auth(a.username, a.password, a.auth, a.registry_token or a.identity_token)
+        # An identity token is an OAuth2 refresh token, not a bearer the registry takes: without
+        # the refresh flow (not done) it is not sent at all rather than sent as the wrong thing.
+        creds = Credentials.from_auth(a.username, a.password, a.auth, a.registry_token)
         info = self.node.pull_image(request.image.image, creds)
         return pb.PullImageResponse(image_ref=info.config_digest)
 

@@ -53,6 +53,17 @@ def etcd_endpoint(etcd_server: EtcdServer) -> str:
     return etcd_server.endpoint
 
 
+@pytest.fixture
+def private_etcd_endpoint(tmp_path: Path) -> Iterator[str]:
+    """An etcd of the test's own, for a `kray up` whose controllers and scheduler must see only
+    that test's objects (not what other tests left in the session's etcd)."""
+    server = EtcdServer(data_dir=tmp_path / "etcd", die_with_parent=True).start()
+    try:
+        yield server.endpoint
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[str]:
     """One Ray cluster for the whole test session, on loopback; yields its GCS address."""

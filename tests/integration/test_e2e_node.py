@@ -20,12 +20,11 @@ import sys
 import tarfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from kray.etcd_server import EtcdServer, free_port
+from kray.etcd_server import free_port
 from tests.registryserver import start_registry
 
 pytestmark = [pytest.mark.ray, pytest.mark.etcd, pytest.mark.root, pytest.mark.slow]
@@ -62,19 +61,8 @@ def pod_json(env: dict[str, str], name: str, ns: str = "default") -> dict:  # ty
     return json.loads(got.stdout) if got.returncode == 0 else {}
 
 
-@pytest.fixture
-def private_etcd(tmp_path: Path) -> Iterator[str]:
-    """An etcd of this test's own: the session's etcd holds Nodes other tests registered, and
-    the scheduler would place pods on those (long gone) nodes."""
-    server = EtcdServer(data_dir=tmp_path / "etcd", die_with_parent=True).start()
-    try:
-        yield server.endpoint
-    finally:
-        server.stop()
-
-
-def test_pods_and_a_training_job_on_a_real_node(ray_cluster: str, private_etcd: str, tmp_path: Path) -> None:
-    etcd_endpoint = private_etcd
+def test_pods_and_a_training_job_on_a_real_node(ray_cluster: str, private_etcd_endpoint: str, tmp_path: Path) -> None:
+    etcd_endpoint = private_etcd_endpoint
     node = f"e2e-{uuid.uuid4().hex[:6]}"
     prefix = f"ke{uuid.uuid4().hex[:4]}"  # its own bridge and netns names, beside any running `kray up`
     env = {**os.environ, "KRAY_CONFIG": str(tmp_path / "config"), "KRAY_STATE_DIR": str(tmp_path / "state")}

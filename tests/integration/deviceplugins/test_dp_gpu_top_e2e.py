@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kray.etcd_server import EtcdServer, free_port
+from kray.etcd_server import free_port
 
 pytestmark = [pytest.mark.ray, pytest.mark.etcd, pytest.mark.root, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[3]
@@ -56,24 +54,8 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0, every: 
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.fixture
-def private_etcd(tmp_path: Path) -> Iterator[str]:
-    server = EtcdServer(data_dir=tmp_path / "etcd", die_with_parent=True).start()
-    try:
-        yield server.endpoint
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def node_root() -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="kt-"))  # plugin sockets live under it: keep it short
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
-
-
 def test_kray_top_gpu_on_a_node_with_fake_gpus(
-    ray_cluster: str, private_etcd: str, node_root: Path, tmp_path: Path
+    ray_cluster: str, private_etcd_endpoint: str, node_root: Path, tmp_path: Path
 ) -> None:
     import ray
 
@@ -85,7 +67,7 @@ def test_kray_top_gpu_on_a_node_with_fake_gpus(
     for var in ("KRAY_SERVER", "KRAY_TOKEN"):
         env.pop(var, None)
     up = kray(
-        env, "up", "--ray-address", ray_cluster, "--etcd", private_etcd, "--port", str(free_port()),
+        env, "up", "--ray-address", ray_cluster, "--etcd", private_etcd_endpoint, "--port", str(free_port()),
         "--node-name", node, "--pod-cidr", "10.251.21.0/24", "--node-root", str(node_root),
         "--net-prefix", prefix, "--fake-gpus", "2",
     )  # fmt: skip

@@ -15,19 +15,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kray.etcd_server import EtcdServer, free_port
+from kray.etcd_server import free_port
 
 pytestmark = [pytest.mark.ray, pytest.mark.etcd, pytest.mark.root, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[3]
@@ -73,25 +71,9 @@ def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
     return next((c for c in obj.get("status", {}).get("conditions") or [] if c["type"] == type_), {})
 
 
-@pytest.fixture
-def private_etcd(tmp_path: Path) -> Iterator[str]:
-    """An etcd of this test's own: the scheduler must see only this test's node."""
-    server = EtcdServer(data_dir=tmp_path / "etcd", die_with_parent=True).start()
-    try:
-        yield server.endpoint
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def node_root() -> Iterator[Path]:
-    # Short: the device plugin sockets live under it and unix socket paths stop at 107 bytes.
-    root = Path(tempfile.mkdtemp(prefix="kg-"))
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
-
-
-def test_fake_gpus_on_a_real_node(ray_cluster: str, private_etcd: str, node_root: Path, tmp_path: Path) -> None:
+def test_fake_gpus_on_a_real_node(
+    ray_cluster: str, private_etcd_endpoint: str, node_root: Path, tmp_path: Path
+) -> None:
     import ray
 
     from kray.deviceplugins.actor import RAY_NAMESPACE, actor_name
@@ -102,7 +84,7 @@ def test_fake_gpus_on_a_real_node(ray_cluster: str, private_etcd: str, node_root
     for var in ("KRAY_SERVER", "KRAY_TOKEN"):
         env.pop(var, None)
     up = kray(
-        env, "up", "--ray-address", ray_cluster, "--etcd", private_etcd, "--port", str(free_port()),
+        env, "up", "--ray-address", ray_cluster, "--etcd", private_etcd_endpoint, "--port", str(free_port()),
         "--node-name", node, "--pod-cidr", "10.251.20.0/24", "--node-root", str(node_root),
         "--net-prefix", prefix, "--fake-gpus", "4",
     )  # fmt: skip
@@ -178,11 +160,11 @@ def test_fake_gpus_on_a_real_node(ray_cluster: str, private_etcd: str, node_root
             timeout=30,
         )
         wait_for("allocatable 4", lambda: str(get_json(env, "node", node)["status"]["allocatable"][GPU]) == "4")
-        assert in_etcd(private_etcd, f"/registry/kray.io/nodedevices/{node}")
+        assert in_etcd(private_etcd_endpoint, f"/registry/kray.io/nodedevices/{node}")
     finally:
         down = kray(env, "down", timeout=300)
     assert down.returncode == 0, down.stderr
-    assert not in_etcd(private_etcd, f"/registry/kray.io/nodedevices/{node}"), "NodeDevices left behind"
+    assert not in_etcd(private_etcd_endpoint, f"/registry/kray.io/nodedevices/{node}"), "NodeDevices left behind"
     leftovers = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert prefix not in leftovers
     links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout

@@ -5,47 +5,33 @@ maxUnavailable/maxSurge, OnDelete, status counts, and a controller restart."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime, timezone
 from typing import Any
 
-import httpx
 import pytest
+from memcluster import NOW, MemoryCluster
 
 import kray.crds  # noqa: F401  (registers the built-in kinds)
-from kray.actors.apiserver import ApiServer
 from kray.actors.controllers import daemonset_util
 from kray.actors.controllers.daemonset import build_daemonset_controller
 from kray.actors.controllers.podutil import is_ready
 from kray.actors.controllers.teststandin import KubeletStandIn
 from kray.actors.framework import FakeClock, Manager, Request, StoreListWatcher
-from kray.actors.store import MemoryKV, ObjectStore
-from kray.client import AsyncClient
 from kray.client.errors import Conflict, NotFound
-from kray.crds import REGISTRY, Event, Node, Pod
+from kray.crds import Event, Node, Pod
 from kray.crds.apps_daemonset import CONTROLLER_REVISION_HASH, POD_TEMPLATE_GENERATION, DaemonSet
 
-TOKEN = "ds-token"
 NS = "default"
-NOW = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
 
-class Cluster:
+class Cluster(MemoryCluster):
     """API server + store informers + the DaemonSet controller + a kubelet stand-in that marks
     pods Ready and finishes deletions; ``bind`` plays the scheduler for the pinned node."""
 
     def __init__(self, nodes: int = 3, ready_delay: float = 0.0) -> None:
-        self.clock = FakeClock(NOW)
-        self.kv = MemoryKV()
-        self.store = ObjectStore(self.kv, REGISTRY)
-        self.api = ApiServer(self.store, REGISTRY, token=TOKEN, clock=self.clock.now)
-        self.client = AsyncClient(
-            server="http://kray.test", token=TOKEN, transport=httpx.ASGITransport(app=self.api.app)
-        )
+        super().__init__(self._wire)
         self.node_names = [f"node-{i}" for i in range(nodes)]
         self.ready_delay = ready_delay
-        self.manager = self._manager()
         self.kubelet = KubeletStandIn(
             StoreListWatcher(self.store),
             self.client,
@@ -56,10 +42,8 @@ class Cluster:
         )
         self.binding = True
 
-    def _manager(self) -> Manager:
-        manager = Manager(StoreListWatcher(self.store), self.client, clock=self.clock)
+    def _wire(self, manager: Manager) -> None:
         self.controller = build_daemonset_controller(manager)
-        return manager
 
     async def start(self) -> Cluster:
         await self.api.start()
@@ -69,20 +53,9 @@ class Cluster:
         assert await self.kubelet.start(5)
         return self
 
-    async def restart_controller(self) -> None:
-        await self.manager.stop()
-        self.manager = self._manager()
-        assert await self.manager.start_informers(5)
-
     async def stop(self) -> None:
         await self.kubelet.stop()
-        await self.manager.stop()
-        await self.client.aclose()
-        await self.kv.close()
-
-    async def settle(self, turns: int = 5) -> None:
-        for _ in range(turns):
-            await asyncio.sleep(0.002)
+        await super().stop()
 
     async def bind(self) -> None:
         """The scheduler's part: an unbound daemon pod goes to the node its affinity pins."""

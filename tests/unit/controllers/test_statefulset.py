@@ -6,21 +6,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
 from typing import Any
 
-import httpx
 import pytest
+from memcluster import MemoryCluster
 
 import kray.crds  # noqa: F401  (registers the built-in kinds)
-from kray.actors.apiserver import ApiServer
 from kray.actors.controllers.statefulset import build_statefulset_controller
 from kray.actors.controllers.statefulset_pods import parent_and_ordinal
-from kray.actors.framework import FakeClock, Manager, StoreListWatcher
-from kray.actors.store import MemoryKV, ObjectStore
-from kray.client import AsyncClient, NotFound
+from kray.client import NotFound
 from kray.client.errors import Invalid
-from kray.crds import REGISTRY, Pod
+from kray.crds import Pod
 from kray.crds.apps_statefulset import POD_INDEX_LABEL, POD_NAME_LABEL, REVISION_LABEL, StatefulSet
 from kray.crds.core import Event
 from kray.crds.core.pod import PodStatus
@@ -28,7 +24,6 @@ from kray.crds.core.storage import PersistentVolumeClaim
 from kray.crds.core.volume import Volume
 from kray.crds.meta import Condition
 
-NOW = datetime(2024, 1, 1, tzinfo=timezone.utc)
 NS = "default"
 CLAIM = {
     "metadata": {"name": "data"},
@@ -36,35 +31,13 @@ CLAIM = {
 }
 
 
-class Env:
+class Env(MemoryCluster):
     def __init__(self) -> None:
-        self.clock = FakeClock(NOW)
-        self.kv = MemoryKV()
-        self.store = ObjectStore(self.kv, REGISTRY)
-        self.api = ApiServer(self.store, REGISTRY, token="t", clock=self.clock.now)
-        self.client = AsyncClient(server="http://kray.test", token="t", transport=httpx.ASGITransport(app=self.api.app))
-        self.manager = self._manager()
-
-    def _manager(self) -> Manager:
-        manager = Manager(StoreListWatcher(self.store), self.client, clock=self.clock)
-        build_statefulset_controller(manager, workers=1)
-        return manager
+        super().__init__(lambda manager: build_statefulset_controller(manager, workers=1))
 
     async def start(self) -> Env:
-        await self.api.start()
-        assert await self.manager.start_informers(5)
+        await self.start_control_plane()
         return self
-
-    async def restart_controller(self) -> None:
-        """A fresh manager: it lists what is in the store, then watches."""
-        await self.manager.stop()
-        self.manager = self._manager()
-        assert await self.manager.start_informers(5)
-
-    async def stop(self) -> None:
-        await self.manager.stop()
-        await self.client.aclose()
-        await self.kv.close()
 
     async def step(self, rounds: int = 4) -> None:
         for _ in range(rounds):
